@@ -1,0 +1,100 @@
+"""`check`: walk the guide's troubleshooting steps against the live API and say what is wrong."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from heroku_audit_trail.api import HerokuClient
+from heroku_audit_trail.config import Settings
+from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, RateLimitedError
+
+
+@dataclass
+class Step:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+
+
+def diagnose(
+    settings: Settings, client: HerokuClient, enterprise: str
+) -> tuple[int, list[Step], dict[str, Any]]:
+    """The steps for one enterprise account, and the exit code that poll would have."""
+    steps: list[Step] = []
+    facts: dict[str, Any] = {"enterprise": enterprise}
+    try:
+        account = client.enterprise_account(enterprise)
+    except AuditTrailError as error:
+        steps.append(Step("enterprise_account", "fail", str(error)))
+        return error.exit_code, steps, facts
+    facts["account"] = {"id": account["id"], "name": account.get("name")}
+    steps.append(
+        Step("enterprise_account", "ok", f"found {account.get('name')!s} ({account['id']})")
+    )
+    permissions = account.get("permissions")
+    if isinstance(permissions, list):
+        facts["permissions"] = permissions
+        if "manage" in permissions:
+            steps.append(Step("permission", "ok", "the token's user has the manage permission"))
+        else:
+            steps.append(
+                Step(
+                    "permission",
+                    "warn",
+                    "the token's user lacks the manage permission, which the audit trail "
+                    f"needs (has: {', '.join(map(str, permissions)) or 'none'})",
+                )
+            )
+    today = datetime.now(timezone.utc).date()
+    try:
+        fetch = client.fetch_day(account["id"], today, settings.filters)
+    except AuditTrailError as error:
+        steps.append(Step("events", "fail", str(error)))
+        return error.exit_code, steps, facts
+    facts["events_today"] = len(fetch.events)
+    if fetch.events:
+        steps.append(Step("events", "ok", f"{len(fetch.events)} events so far today ({today})"))
+    else:
+        steps.append(
+            Step(
+                "events",
+                "ok",
+                f"No Events: none yet today ({today}); normal for a quiet account, "
+                "the audit trail lists changes, not requests",
+            )
+        )
+    remaining = client.rate_limit_remaining
+    facts["rate_limit_remaining"] = remaining
+    if remaining is not None and remaining < settings.rate_limit_floor:
+        steps.append(
+            Step(
+                "rate_limit",
+                "fail",
+                str(RateLimitedError(f"Rate Limiting: {remaining} requests left this hour")),
+            )
+        )
+        return EX_TEMPFAIL, steps, facts
+    steps.append(Step("rate_limit", "ok", f"RateLimit-Remaining {remaining}"))
+    return EX_OK, steps, facts
+
+
+def run_check(settings: Settings, client: HerokuClient, as_json: bool) -> int:
+    first_failure = EX_OK
+    for enterprise in settings.enterprises:
+        code, steps, facts = diagnose(settings, client, enterprise)
+        first_failure = first_failure or code
+        if as_json:
+            record = {"ok": code == EX_OK, "exit_code": code, **facts}
+            record["steps"] = [asdict(step) for step in steps]
+            sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        else:
+            lines = [f"{enterprise}: {'OK, polling will work' if code == EX_OK else 'FAILED'}"]
+            lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
+            sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    return first_failure

@@ -1,0 +1,301 @@
+"""Command line: arguments, settings, dispatch, and the one place exceptions become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+from heroku_audit_trail import __version__
+from heroku_audit_trail.api import Deadline, HerokuClient
+from heroku_audit_trail.config import (
+    DEFAULT_API_URL,
+    Settings,
+    default_log_format,
+    default_state_dir,
+    load_token,
+    parse_enterprises,
+    validate_api_url,
+)
+from heroku_audit_trail.errors import (
+    EX_SOFTWARE,
+    EX_USAGE,
+    AuditTrailError,
+    ConfigError,
+    OutputClosedError,
+)
+from heroku_audit_trail.logs import log
+from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.poll import Poller
+
+EXAMPLES = """\
+examples:
+  heroku-audit-trail demo                       # try it: a local simulator, no account needed
+  export HEROKU_API_KEY=$(heroku auth:token) HEROKU_ENTERPRISE=acme
+  heroku-audit-trail check                      # is the token, account and permission right?
+  heroku-audit-trail poll                       # print new events as ECS JSON lines
+  heroku-audit-trail backfill --since 2026-01-01 --archives > history.jsonl
+  heroku-audit-trail state show
+  heroku-audit-trail simulate --port 8765       # a local Heroku API for shipper configs
+
+exit codes: 0 ok, 64 usage, 65 bad data, 69 API unavailable, 70 bug, 73 state not writable,
+74 stdout closed, 75 try later, 77 permission denied, 78 configuration, 130/143 signal.
+The token is read from HEROKU_API_KEY_FILE, HEROKU_API_KEY, HEROKU_API_TOKEN,
+$CREDENTIALS_DIRECTORY/heroku-api-key or ~/.netrc, never from the command line.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 64 (sysexits EX_USAGE)."""
+
+    def error(self, message: str) -> NoReturn:
+        log.error(f"usage: {self.prog}: {message} (see --help)", exit_code=EX_USAGE)
+        sys.exit(EX_USAGE)
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _number(kind: Callable[[str], Number], minimum: Number) -> Callable[[str], Number]:
+    def parse(text: str) -> Number:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
+        return value
+
+    return parse
+
+
+def _env_number(
+    env: Mapping[str, str], name: str, kind: Callable[[str], Number], minimum: Number
+) -> Number | None:
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return _number(kind, minimum)(text)
+    except argparse.ArgumentTypeError as error:
+        raise ConfigError(f"{name}: {error}") from None
+
+
+def build_parser() -> Parser:
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--enterprise",
+        action="append",
+        metavar="NAME_OR_ID",
+        help="enterprise account (repeatable; env HEROKU_ENTERPRISE, comma-separated)",
+    )
+    common.add_argument("--api-url", help=f"env HEROKU_API_URL (default {DEFAULT_API_URL})")
+    common.add_argument(
+        "--state-dir", help="env HEROKU_AUDIT_STATE_DIR (default: the user state dir)"
+    )
+    common.add_argument(
+        "--token-file", metavar="PATH", help="file holding the token (env HEROKU_API_KEY_FILE)"
+    )
+    common.add_argument(
+        "--log-format", choices=["text", "json"], help="env HEROKU_AUDIT_LOG_FORMAT"
+    )
+    common.add_argument(
+        "--max-runtime",
+        type=_number(float, 1.0),
+        metavar="SECONDS",
+        help="stop (exit 75) after this long; env HEROKU_AUDIT_MAX_RUNTIME (poll default 50)",
+    )
+    common.add_argument(
+        "--rate-limit-floor",
+        type=_number(int, 0),
+        metavar="N",
+        help="stop when RateLimit-Remaining is under N; env HEROKU_AUDIT_RATE_LIMIT_FLOOR (500)",
+    )
+    common.add_argument("--type", dest="event_type", help="only events of this type (e.g. app)")
+    common.add_argument("--action", help="only events with this action (e.g. create)")
+    common.add_argument("--actor", help="only events by this user email")
+    common.add_argument("--format", choices=["ecs", "heroku"], default="ecs", dest="output_format")
+    common.add_argument(
+        "--include-original", action="store_true", help="add event.original (the source JSON)"
+    )
+    common.add_argument(
+        "--lookback-days",
+        type=_number(int, 0),
+        metavar="N",
+        help="days before today read again for late events; env HEROKU_AUDIT_LOOKBACK_DAYS (1)",
+    )
+    common.add_argument(
+        "--min-interval",
+        type=_number(float, 0.0),
+        metavar="SECONDS",
+        help="skip a run this soon after the last one; env HEROKU_AUDIT_MIN_INTERVAL (60)",
+    )
+
+    parser = Parser(
+        prog="heroku-audit-trail",
+        description="Print the Heroku Enterprise audit trail as ECS JSON lines, "
+        "for Vector's and Fluent Bit's exec inputs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("poll", parents=[common], help="print new events, then save the cursor")
+    check = commands.add_parser(
+        "check", parents=[common], help="diagnose token, account and permission"
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    backfill = commands.add_parser(
+        "backfill", parents=[common], help="print the events of past days"
+    )
+    backfill.add_argument("--since", required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument("--until", metavar="YYYY-MM-DD", help="inclusive (default yesterday)")
+    backfill.add_argument(
+        "--archives", action="store_true", help="read the monthly archives (SHA-256 checked)"
+    )
+    state = commands.add_parser("state", help="show or reset the cursor")
+    state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    state_commands.add_parser("show", parents=[common], help="print the cursor as JSON")
+    reset = state_commands.add_parser("reset", parents=[common], help="remove the cursor")
+    reset.add_argument("--yes", action="store_true", help="confirm the reset")
+    from heroku_audit_trail import simulator
+
+    simulate = commands.add_parser("simulate", help="run a local Heroku API simulator")
+    simulator.add_arguments(simulate)
+    demo = commands.add_parser("demo", help="poll a built-in simulator and print its events")
+    demo.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    api_url = validate_api_url(args.api_url or env.get("HEROKU_API_URL") or DEFAULT_API_URL)
+    state_dir = args.state_dir or env.get("HEROKU_AUDIT_STATE_DIR")
+    filters = tuple(
+        (name, value)
+        for name, value in (
+            ("action", args.action),
+            ("actor", args.actor),
+            ("type", args.event_type),
+        )
+        if value
+    )
+
+    def pick(flag: Number | None, name: str, kind: Callable[[str], Number], low: Number) -> Number:
+        value = flag if flag is not None else _env_number(env, name, kind, low)
+        return value if value is not None else DEFAULTS[name]  # type: ignore[return-value]
+
+    max_runtime = args.max_runtime
+    if max_runtime is None and args.command != "backfill":
+        max_runtime = pick(None, "HEROKU_AUDIT_MAX_RUNTIME", float, 1.0)
+    return Settings(
+        enterprises=parse_enterprises(args.enterprise, env),
+        api_url=api_url,
+        state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
+        lookback_days=pick(args.lookback_days, "HEROKU_AUDIT_LOOKBACK_DAYS", int, 0),
+        min_interval=pick(args.min_interval, "HEROKU_AUDIT_MIN_INTERVAL", float, 0.0),
+        filters=filters,
+        output_format=args.output_format,
+        include_original=args.include_original,
+        rate_limit_floor=pick(args.rate_limit_floor, "HEROKU_AUDIT_RATE_LIMIT_FLOOR", int, 0),
+        max_runtime=max_runtime,
+        token_file=args.token_file,
+    )
+
+
+DEFAULTS: dict[str, float] = {
+    "HEROKU_AUDIT_LOOKBACK_DAYS": 1,
+    "HEROKU_AUDIT_MIN_INTERVAL": 60.0,
+    "HEROKU_AUDIT_RATE_LIMIT_FLOOR": 500,
+    "HEROKU_AUDIT_MAX_RUNTIME": 50.0,
+}
+
+
+def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
+    token = load_token(settings.token_file, env, settings.api_url)
+    log.add_secret(token.reveal())
+    return HerokuClient(
+        settings.api_url,
+        token,
+        deadline=Deadline(settings.max_runtime),
+        rate_limit_floor=settings.rate_limit_floor,
+    )
+
+
+def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> int:
+    client = make_client(settings, env)
+    writer = EventWriter(sys.stdout.buffer, log)
+    return Poller(settings, client, writer, log, guard).run()
+
+
+def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard) -> int:
+    if args.command == "simulate":
+        from heroku_audit_trail import simulator
+
+        return simulator.run(args)
+    if args.command == "demo":
+        from heroku_audit_trail.demo import run_demo
+
+        return run_demo(args.seed, guard)
+    settings = build_settings(args, env)
+    if args.command == "poll":
+        return run_poll(settings, env, guard)
+    if args.command == "check":
+        from heroku_audit_trail.check import run_check
+
+        return run_check(settings, make_client(settings, env), as_json=args.json)
+    if args.command == "backfill":
+        from heroku_audit_trail.archives import run_backfill
+
+        writer = EventWriter(sys.stdout.buffer, log)
+        return run_backfill(
+            settings,
+            make_client(settings, env),
+            writer,
+            guard,
+            args.since,
+            args.until,
+            args.archives,
+        )
+    from heroku_audit_trail.state_cmd import run_state
+
+    return run_state(settings, args.state_command, confirmed=getattr(args, "yes", False))
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, keep Python's exit-time flush from printing a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    guard = StopGuard()
+    guard.install()
+    try:
+        log.log_format = default_log_format(env)
+        args = build_parser().parse_args(argv)
+        if getattr(args, "log_format", None):
+            log.log_format = args.log_format
+        if args.command is None:
+            build_parser().print_usage(sys.stderr)
+            return EX_USAGE
+        code = dispatch(args, env, guard)
+    except AuditTrailError as error:
+        log.error(str(error), exit_code=error.exit_code, request_id=error.request_id)
+        code = error.exit_code
+    except Exception as error:  # a bug: one JSON line with its type, never a raw traceback
+        log.error(
+            f"internal error (a bug, please report it): {type(error).__name__}: {error}",
+            error_type=type(error).__name__,
+            exit_code=EX_SOFTWARE,
+        )
+        code = EX_SOFTWARE
+    if code == OutputClosedError.exit_code:
+        _silence_stdout()
+    return code

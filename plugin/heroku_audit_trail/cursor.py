@@ -1,0 +1,229 @@
+"""The state file per partition: load and validate, atomic save, and the run lock (DESIGN §5)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from heroku_audit_trail.errors import LockHeldError, MalformedDataError, StateWriteError
+
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One cursor: the --enterprise value as given plus the API filters."""
+
+    enterprise: str
+    filters: tuple[tuple[str, str], ...] = ()
+
+    def as_dict(self) -> dict[str, str]:
+        return {"enterprise": self.enterprise, **dict(self.filters)}
+
+    def file_stem(self) -> str:
+        digest = hashlib.sha256(orjson.dumps(self.as_dict(), option=orjson.OPT_SORT_KEYS))
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", self.enterprise)[:40] or "account"
+        return f"{slug}-{digest.hexdigest()[:12]}"
+
+
+@dataclass
+class DayState:
+    seen: set[str] = field(default_factory=set)
+    etag: str | None = None
+
+
+@dataclass
+class State:
+    partition: dict[str, str]
+    account: dict[str, str] | None = None
+    closed_through: date | None = None
+    open_days: dict[date, DayState] = field(default_factory=dict)
+    last_run: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "partition": self.partition,
+            "account": self.account,
+            "closed_through": self.closed_through.isoformat() if self.closed_through else None,
+            "open_days": {
+                day.isoformat(): {"seen": sorted(day_state.seen), "etag": day_state.etag}
+                for day, day_state in sorted(self.open_days.items())
+            },
+            "last_run": self.last_run,
+        }
+
+
+def _corrupt(path: Path, why: str) -> MalformedDataError:
+    return MalformedDataError(
+        f"state file {path} is corrupt ({why}); it was left untouched for inspection: "
+        "fix it, or remove it with 'heroku-audit-trail state reset --yes' "
+        "(the next poll then re-reads the lookback window)"
+    )
+
+
+def _parse_day(path: Path, value: object) -> date:
+    if not isinstance(value, str):
+        raise _corrupt(path, f"day {value!r} is not a string")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _corrupt(path, f"day {value!r} is not YYYY-MM-DD") from None
+
+
+def parse_state(path: Path, raw: bytes) -> State:
+    """Validate a state file's bytes; anything unexpected is a MalformedDataError, never a reset."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _corrupt(path, "not JSON") from None
+    if not isinstance(doc, dict):
+        raise _corrupt(path, "not a JSON object")
+    if doc.get("version") != STATE_VERSION:
+        raise _corrupt(path, f"unsupported version {doc.get('version')!r}")
+    partition, account = doc.get("partition"), doc.get("account")
+    if not isinstance(partition, dict) or not all(
+        isinstance(value, str) for value in partition.values()
+    ):
+        raise _corrupt(path, "bad partition")
+    if account is not None and not (
+        isinstance(account, dict) and isinstance(account.get("id"), str)
+    ):
+        raise _corrupt(path, "bad account")
+    closed = doc.get("closed_through")
+    open_days_doc = doc.get("open_days", {})
+    if not isinstance(open_days_doc, dict):
+        raise _corrupt(path, "open_days is not an object")
+    open_days: dict[date, DayState] = {}
+    for day_text, day_doc in open_days_doc.items():
+        if not isinstance(day_doc, dict):
+            raise _corrupt(path, f"open day {day_text} is not an object")
+        seen, etag = day_doc.get("seen", []), day_doc.get("etag")
+        if not isinstance(seen, list) or not all(isinstance(key, str) for key in seen):
+            raise _corrupt(path, f"seen ids of {day_text} are not a list of strings")
+        if etag is not None and not isinstance(etag, str):
+            raise _corrupt(path, f"etag of {day_text} is not a string")
+        open_days[_parse_day(path, day_text)] = DayState(set(seen), etag)
+    last_run = doc.get("last_run")
+    if last_run is not None and not isinstance(last_run, dict):
+        raise _corrupt(path, "last_run is not an object")
+    return State(
+        partition=partition,
+        account=account,
+        closed_through=None if closed is None else _parse_day(path, closed),
+        open_days=open_days,
+        last_run=last_run,
+    )
+
+
+class StateStore:
+    """Where one partition's state lives; every write is a temp file + fsync + rename."""
+
+    def __init__(self, state_dir: Path, partition: Partition) -> None:
+        self.state_dir = state_dir
+        self.partition = partition
+        stem = partition.file_stem()
+        self.path = state_dir / f"{stem}.json"
+        self.lock_path = state_dir / f"{stem}.lock"
+
+    def ensure_dir(self) -> None:
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as error:
+            raise StateWriteError(
+                f"cannot create state directory {self.state_dir}: {error.strerror}; "
+                "set --state-dir or HEROKU_AUDIT_STATE_DIR to a writable directory"
+            ) from None
+        if not self.state_dir.is_dir():
+            raise StateWriteError(
+                f"state directory {self.state_dir} is not a directory; "
+                "set --state-dir or HEROKU_AUDIT_STATE_DIR to a directory"
+            )
+
+    def load(self) -> State | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            raise StateWriteError(f"state directory {self.state_dir} is not a directory") from None
+        except OSError as error:
+            raise MalformedDataError(
+                f"cannot read state file {self.path}: {error.strerror}; it was left untouched"
+            ) from None
+        state = parse_state(self.path, raw)
+        if state.partition != self.partition.as_dict():
+            raise _corrupt(self.path, "it belongs to another partition")
+        return state
+
+    def save(self, state: State) -> None:
+        payload = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+        tmp_name: str | None = None
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.state_dir)
+            with os.fdopen(fd, "wb") as tmp:
+                tmp.write(payload)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.chmod(tmp_name, 0o600)
+            os.replace(tmp_name, self.path)
+            tmp_name = None
+            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as error:
+            raise StateWriteError(
+                f"cannot write state file {self.path}: {error.strerror}; "
+                "the events of this run may be printed again by the next run"
+            ) from None
+        finally:
+            if tmp_name is not None:
+                with suppress(OSError):
+                    os.unlink(tmp_name)
+
+    def remove(self) -> bool:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise StateWriteError(f"cannot remove {self.path}: {error.strerror}") from None
+        return True
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive, non-blocking flock: a second run of the same partition exits 75."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StateWriteError(
+                f"cannot create lock file {self.lock_path}: {error.strerror}; "
+                "set --state-dir or HEROKU_AUDIT_STATE_DIR to a writable directory"
+            ) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise LockHeldError(
+                        f"another heroku-audit-trail run holds {self.lock_path}; "
+                        "this run exits and the next scheduled one carries on"
+                    ) from None
+                raise
+            yield
+        finally:
+            os.close(fd)

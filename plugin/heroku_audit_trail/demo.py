@@ -1,0 +1,43 @@
+"""`demo`: the simulator in-process, one poll into a temporary state dir, real ECS lines out."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from heroku_audit_trail.api import Deadline, HerokuClient
+from heroku_audit_trail.config import Secret, Settings
+from heroku_audit_trail.logs import log
+from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.poll import Poller
+from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
+
+
+def run_demo(seed: int, guard: StopGuard) -> int:
+    config = SimulatorConfig(seed=seed, events_per_day=6, history_days=1)
+    with Simulator(config) as simulator, tempfile.TemporaryDirectory() as state_dir:
+        settings = Settings(
+            enterprises=(config.enterprise_name,),
+            api_url=simulator.url,
+            state_dir=Path(state_dir),
+            lookback_days=1,
+            min_interval=0,
+            filters=(),
+            output_format="ecs",
+            include_original=False,
+            rate_limit_floor=0,
+            max_runtime=50,
+            token_file=None,
+        )
+        client = HerokuClient(
+            simulator.url, Secret(DEMO_TOKEN, "demo"), deadline=Deadline(settings.max_runtime)
+        )
+        writer = EventWriter(sys.stdout.buffer, log)
+        code = Poller(settings, client, writer, log, guard).run()
+        log.info(
+            f"demo: printed {writer.lines_written} events from a local Heroku API simulator "
+            f"at {simulator.url}; next: 'heroku-audit-trail simulate' to wire up a shipper, "
+            "or set HEROKU_API_KEY and HEROKU_ENTERPRISE and run 'heroku-audit-trail check'"
+        )
+    return code

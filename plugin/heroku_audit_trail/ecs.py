@@ -1,0 +1,240 @@
+"""Pure mapping of one Heroku audit-trail event to one ECS object (DESIGN §6). No I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+ECS_VERSION = "8.11.0"
+
+# Objects that grant or remove people's access are `iam`; everything else is `configuration`.
+# The value is the second, IAM-specific event.type ("user" objects always add "change").
+IAM_OBJECTS: dict[str, str] = {
+    "collaborator": "user",
+    "team_membership": "user",
+    "enterprise_account_membership": "user",
+    "team": "group",
+    "applink_authorization": "admin",
+}
+
+# Every documented object (reference §1.1); unknown objects get no category at all.
+CONFIGURATION_OBJECTS = frozenset(
+    {
+        "app",
+        "addon",
+        "config_change",
+        "heroku_config_change",
+        "domain",
+        "sni_endpoint",
+        "space",
+        "trusted_ip",
+        "code_release",
+        "app_transfer",
+        "applink_connection",
+        "applink_app",
+    }
+)
+
+VERB_TYPES: dict[str, str] = {
+    "create": "creation",
+    "attach": "creation",
+    "add": "creation",
+    "destroy": "deletion",
+    "detach": "deletion",
+    "remove": "deletion",
+    "delete": "deletion",
+    "update": "change",
+    "set": "change",
+    "refresh": "change",
+    "publish": "change",
+    "rename": "change",
+}
+
+_TIME_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?"
+    r"\s*(?:(Z|z|UTC)|([+-])(\d{2}):?(\d{2}))?"
+)
+
+
+def parse_time(value: object) -> datetime | None:
+    """Parse an ISO-8601-ish timestamp (any fraction length, Z or offset, none = UTC) to UTC."""
+    if not isinstance(value, str):
+        return None
+    match = _TIME_RE.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        parsed = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            micros,
+            tzinfo=timezone.utc,
+        )
+    except ValueError:
+        return None
+    if sign:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        parsed = parsed - offset if sign == "+" else parsed + offset
+    return parsed
+
+
+def format_time(moment: datetime) -> str:
+    """The one output shape: YYYY-MM-DDTHH:MM:SS.ffffffZ, always UTC and six fraction digits."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_key(event: dict[str, Any]) -> str:
+    """The dedupe key: the event id, or a digest of the whole event when the id is missing."""
+    event_id = event.get("id")
+    if isinstance(event_id, str) and event_id:
+        return event_id
+    digest = hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"sha256:{digest[:32]}"
+
+
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def sort_key(event: dict[str, Any]) -> tuple[datetime, str]:
+    """created_at order; events without a readable time go last, ties broken by id."""
+    return (parse_time(event.get("created_at")) or _LATEST, event_key(event))
+
+
+def categorize(object_type: object, verb: object) -> tuple[list[str], list[str]]:
+    """(event.category, event.type) for a Heroku type and action; empty lists when unknown."""
+    if not isinstance(object_type, str):
+        return [], []
+    verb_type = VERB_TYPES.get(verb) if isinstance(verb, str) else None
+    iam_type = IAM_OBJECTS.get(object_type)
+    if iam_type is not None:
+        if verb_type is None:
+            return ["iam"], []
+        # A person's access changed; no account was created or deleted.
+        return ["iam"], [iam_type, "change" if iam_type == "user" else verb_type]
+    if object_type in CONFIGURATION_OBJECTS:
+        return ["configuration"], [verb_type] if verb_type else []
+    return [], []
+
+
+def strip_nulls(value: Any) -> Any:
+    """Drop nulls (and the empty objects they leave) at every depth."""
+    if isinstance(value, dict):
+        cleaned = {key: strip_nulls(item) for key, item in value.items() if item is not None}
+        return {key: item for key, item in cleaned.items() if item != {}}
+    if isinstance(value, list):
+        return [strip_nulls(item) for item in value if item is not None]
+    return value
+
+
+def _obj(event: dict[str, Any], key: str) -> dict[str, Any]:
+    value = event.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _related_users(event: dict[str, Any]) -> list[str]:
+    """Actor, owner and target identities (emails and ids), first seen first."""
+    data = _obj(event, "data")
+    candidates: list[object] = []
+    for holder in (_obj(event, "actor"), _obj(event, "owner"), _obj(data, "user")):
+        candidates += [holder.get("email"), holder.get("id")]
+    candidates += [data.get("email"), data.get("user_email")]
+    seen: dict[str, None] = {}
+    for candidate in candidates:
+        text = _str(candidate)
+        if text is not None:
+            seen[text] = None
+    return list(seen)
+
+
+def _message(event: dict[str, Any], action: str | None) -> str:
+    actor = _obj(event, "actor")
+    who = _str(actor.get("email")) or _str(actor.get("id")) or "unknown actor"
+    target = (
+        _str(_obj(event, "app").get("name"))
+        or _str(_obj(event, "team").get("name"))
+        or _str(_obj(event, "owner").get("email"))
+        or _str(_obj(event, "enterprise_account").get("name"))
+    )
+    return " ".join(part for part in (who, action or "unknown event", target) if part)
+
+
+def to_ecs(event: dict[str, Any], read_at: str, include_original: bool = False) -> dict[str, Any]:
+    """Map one Heroku event to one ECS object; `read_at` is this run's read time, formatted."""
+    object_type = event.get("type")
+    verb = event.get("action")
+    action = (
+        f"{object_type}.{verb}" if isinstance(object_type, str) and isinstance(verb, str) else None
+    )
+    category, event_type = categorize(object_type, verb)
+
+    ecs_event: dict[str, Any] = {"kind": "event"}
+    if _str(event.get("id")):
+        ecs_event["id"] = event["id"]
+    if action:
+        ecs_event["action"] = action
+    if category:
+        ecs_event["category"] = category
+    if event_type:
+        ecs_event["type"] = event_type
+    ecs_event |= {
+        "module": "heroku",
+        "dataset": "heroku.audit",
+        "provider": "heroku",
+        "created": read_at,
+    }
+    if include_original:
+        ecs_event["original"] = orjson.dumps(event).decode()
+
+    out: dict[str, Any] = {}
+    created_at = parse_time(event.get("created_at"))
+    if created_at is not None:
+        out["@timestamp"] = format_time(created_at)
+    out["ecs"] = {"version": ECS_VERSION}
+    out["event"] = ecs_event
+
+    actor = _obj(event, "actor")
+    user = {key: actor[key] for key in ("id", "email") if _str(actor.get(key))}
+    if user:
+        out["user"] = user
+    ip_address = _str(_obj(event, "request").get("ip_address"))
+    if ip_address:
+        out["source"] = {"ip": ip_address}
+
+    related: dict[str, list[str]] = {}
+    related_users = _related_users(event)
+    if related_users:
+        related["user"] = related_users
+    if ip_address:
+        related["ip"] = [ip_address]
+    if related:
+        out["related"] = related
+
+    account = _obj(event, "enterprise_account")
+    organization = {key: account[key] for key in ("id", "name") if _str(account.get(key))}
+    if organization:
+        out["organization"] = organization
+
+    heroku = strip_nulls(
+        {
+            key: event.get(key)
+            for key in ("type", "action", "app", "owner", "team", "enterprise_account", "data")
+        }
+    )
+    if heroku:
+        out["heroku"] = heroku
+    out["message"] = _message(event, action)
+    return out

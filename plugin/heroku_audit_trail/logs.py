@@ -1,0 +1,64 @@
+"""Diagnostics on stderr: JSON lines for shippers, short text for people. Secrets are masked."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+import orjson
+
+LOGGER_NAME = "heroku-audit-trail"
+REDACTED = "[REDACTED]"
+
+
+class Log:
+    """Writes one line per record; `log.logger` tells these lines apart from events."""
+
+    def __init__(self, log_format: str = "text", stream: TextIO | None = None) -> None:
+        self.log_format = log_format
+        self.stream = stream
+        self._secrets: list[str] = []
+
+    def add_secret(self, secret: str) -> None:
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
+
+    def mask(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def info(self, message: str, **fields: Any) -> None:
+        self._emit("info", message, fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self._emit("warning", message, fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._emit("error", message, fields)
+
+    def _emit(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        fields = {key: value for key, value in fields.items() if value is not None}
+        if self.log_format == "json":
+            record = {
+                "@timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "log.level": level,
+                "log.logger": LOGGER_NAME,
+                "message": message,
+                **fields,
+            }
+            line = orjson.dumps(record, default=str).decode()
+        else:
+            details = " ".join(f"{key}={value}" for key, value in fields.items())
+            prefix = "" if level == "info" else f"{level}: "
+            line = f"{LOGGER_NAME}: {prefix}{message}" + (f" ({details})" if details else "")
+        stream = self.stream or sys.stderr
+        try:
+            stream.write(self.mask(line) + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr gone: nothing else can be told
+
+
+log = Log()

@@ -1,0 +1,47 @@
+"""Day arithmetic and boundary dedupe (pure functions)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from heroku_audit_trail.window import (
+    advance_closed_through,
+    date_range,
+    days_to_read,
+    first_closed_through,
+    new_events,
+)
+
+TODAY = date(2026, 11, 24)
+
+
+def test_first_run_reads_today_and_the_lookback() -> None:
+    closed = first_closed_through(TODAY, 1)
+    assert days_to_read(closed, TODAY) == [date(2026, 11, 23), TODAY]
+    assert days_to_read(first_closed_through(TODAY, 0), TODAY) == [TODAY]
+
+
+def test_days_after_an_outage_and_a_clock_gone_back() -> None:
+    assert days_to_read(date(2026, 11, 20), TODAY) == date_range(date(2026, 11, 21), TODAY)
+    assert days_to_read(date(2026, 11, 25), TODAY) == []
+
+
+def test_closing_needs_contiguous_read_days_outside_the_window() -> None:
+    read = [date(2026, 11, 21), date(2026, 11, 23), TODAY]
+    # 11-22 was never read: nothing past 11-21 may close.
+    assert advance_closed_through(date(2026, 11, 20), TODAY, 1, read) == date(2026, 11, 21)
+    read.append(date(2026, 11, 22))
+    # 11-23 stays open: it is inside the lookback window.
+    assert advance_closed_through(date(2026, 11, 20), TODAY, 1, read) == date(2026, 11, 22)
+
+
+def test_new_events_drops_seen_and_repeated_ids_and_sorts_by_time() -> None:
+    events = [
+        {"id": "c", "created_at": "2026-11-24T03:00:00Z"},
+        {"id": "a", "created_at": "2026-11-24T01:00:00.5Z"},
+        {"id": "b", "created_at": "2026-11-24T02:00:00Z"},
+        {"id": "c", "created_at": "2026-11-24T03:00:00Z"},
+        {"id": "z"},
+    ]
+    fresh = new_events(events, {"b"})
+    assert [event["id"] for event in fresh] == ["a", "c", "z"]
