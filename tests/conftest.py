@@ -1,0 +1,153 @@
+"""Shared fixtures: a simulator on 127.0.0.1 and a runner for the real command as a subprocess.
+
+Every subprocess run checks that the token appears in none of stdout, stderr or the state dir.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
+
+
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def window_ids(sim: Simulator, lookback_days: int = 1) -> set[str]:
+    """The ids a first poll must print: today and the lookback days."""
+    today = utc_today()
+    return {
+        event["id"]
+        for offset in range(lookback_days + 1)
+        for event in sim.events_for_day(today - timedelta(days=offset))
+    }
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.stdout.splitlines()]
+
+    @property
+    def ids(self) -> list[str]:
+        return [line["event"]["id"] for line in self.lines]
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.stderr.splitlines() if line.strip()]
+
+
+def assert_secret_absent(secret: str, *places: bytes | str | Path) -> None:
+    needle = secret.encode()
+    for place in places:
+        if isinstance(place, Path):
+            for path in [place] if place.is_file() else place.rglob("*"):
+                if path.is_file():
+                    assert needle not in path.read_bytes(), f"token leaked into {path}"
+        else:
+            data = place.encode() if isinstance(place, str) else place
+            assert needle not in data, "token leaked into the output"
+
+
+@dataclass
+class Cli:
+    """Runs `python -m heroku_audit_trail` against the simulator with a private state dir."""
+
+    sim: Simulator
+    home: Path
+    token: str = DEMO_TOKEN
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "HEROKU_API_URL": self.sim.url,
+            "HEROKU_API_KEY": self.token,
+            "HEROKU_ENTERPRISE": self.sim.config.enterprise_name,
+            "HEROKU_AUDIT_STATE_DIR": str(self.state_dir),
+            "HEROKU_AUDIT_MIN_INTERVAL": "0",
+            "HEROKU_AUDIT_LOG_FORMAT": "json",
+            **self.env,
+        }
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "heroku_audit_trail", *args]
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.command(*args),
+            env={**self.base_env(), **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Run:
+        full_env = {**self.base_env(), **(env or {})}
+        for key in [key for key, value in full_env.items() if value is None]:
+            del full_env[key]
+        done = subprocess.run(
+            self.command(*args), env=full_env, capture_output=True, timeout=timeout, check=False
+        )
+        self.check_secret(done.stdout, done.stderr)
+        return Run(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
+
+    def check_secret(self, *outputs: bytes) -> None:
+        assert_secret_absent(self.token, *outputs, self.home)
+
+    def state_bytes(self) -> dict[str, bytes]:
+        if not self.state_dir.is_dir():
+            return {}
+        return {p.name: p.read_bytes() for p in self.state_dir.iterdir() if p.suffix == ".json"}
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(SimulatorConfig(seed=7, events_per_day=30, history_days=3)) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def cli(sim: Simulator, tmp_path: Path) -> Cli:
+    return Cli(sim, tmp_path)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nothing can be created in, even by root (chattr +i), or skip."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    if immutable.returncode != 0:
+        path.chmod(0o500)
+    probe = path / "probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        pass
+    else:
+        probe.unlink()
+        pytest.skip("cannot make a read-only directory here (root without chattr)")
+    yield path
+    if immutable.returncode == 0:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+    path.chmod(0o700)

@@ -1,0 +1,224 @@
+"""The HTTP client against `responses` mocks: headers, pages, retries, rate limits, errors."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import orjson
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from heroku_audit_trail.api import Deadline, HerokuClient, parse_events_body, with_max
+from heroku_audit_trail.config import Secret
+from heroku_audit_trail.errors import (
+    ApiUnavailableError,
+    ConfigError,
+    DeadlineError,
+    MalformedDataError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
+
+API = "https://api.heroku.com"
+TOKEN = "HRKU-unit-test-token-aaaaaaaaaaaaaaaaaaaa"
+EVENTS_URL = f"{API}/enterprise-accounts/acct-1/events"
+DAY = date(2026, 11, 23)
+
+
+def client(floor: int = 0, sleeps: list[float] | None = None) -> HerokuClient:
+    recorded = sleeps if sleeps is not None else []
+    return HerokuClient(API, Secret(TOKEN, "test"), rate_limit_floor=floor, sleep=recorded.append)
+
+
+def events(*ids: str) -> bytes:
+    return orjson.dumps([{"id": i, "created_at": "2026-11-23T00:00:00Z"} for i in ids])
+
+
+@responses.activate
+def test_headers_on_every_request() -> None:
+    responses.get(
+        f"{API}/enterprise-accounts/acme",
+        json={"id": "acct-1", "name": "acme"},
+        match=[
+            matchers.header_matcher(
+                {
+                    "Accept": "application/vnd.heroku+json; version=3",
+                    "Authorization": f"Bearer {TOKEN}",
+                }
+            )
+        ],
+    )
+    assert client().enterprise_account("acme")["id"] == "acct-1"
+    sent = responses.calls[0].request.headers
+    assert sent["User-Agent"].startswith("heroku-audit-trail/")
+    assert len(sent["Request-Id"]) == 36
+
+
+@responses.activate
+def test_account_name_is_quoted_as_one_path_segment() -> None:
+    responses.get(f"{API}/enterprise-accounts/..%2Fx", status=404, json={"id": "not_found"})
+    with pytest.raises(ConfigError, match="Invalid Enterprise Account Name"):
+        client().enterprise_account("../x")
+
+
+@responses.activate
+def test_follows_next_range_with_max_1000_and_drops_the_etag() -> None:
+    responses.get(
+        EVENTS_URL,
+        body=events("a", "b"),
+        status=206,
+        headers={"Next-Range": "]b..; max=200", "ETag": '"page1"'},
+        match=[matchers.query_param_matcher({"day": "2026-11-23"})],
+    )
+    responses.get(
+        EVENTS_URL,
+        body=events("c"),
+        status=200,
+        match=[matchers.header_matcher({"Range": "]b..; max=1000"})],
+    )
+    fetch = client().fetch_day("acct-1", DAY)
+    assert [event["id"] for event in fetch.events] == ["a", "b", "c"]
+    assert fetch.pages == 2 and fetch.etag is None
+    assert "Range" not in responses.calls[0].request.headers
+
+
+@responses.activate
+def test_single_page_day_keeps_etag_and_304_means_nothing_new() -> None:
+    responses.get(EVENTS_URL, body=events("a"), headers={"ETag": '"v1"'})
+    first = client().fetch_day("acct-1", DAY)
+    assert first.etag == '"v1"'
+    responses.replace(responses.GET, EVENTS_URL, status=304)
+    again = client().fetch_day("acct-1", DAY, etag='"v1"')
+    assert again.not_modified and again.events == []
+    assert responses.calls[1].request.headers["If-None-Match"] == '"v1"'
+
+
+@responses.activate
+def test_repeated_next_range_is_an_error_not_a_loop() -> None:
+    responses.get(EVENTS_URL, body=events("a"), status=206, headers={"Next-Range": "]a..; max=2"})
+    with pytest.raises(MalformedDataError, match="does not end"):
+        client().fetch_day("acct-1", DAY)
+    assert len(responses.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "body", [b"[]", b'{"data": []}', b'[{"id": "a"}]', b'{"data": [{"id": "a"}]}']
+)
+def test_accepted_body_shapes(body: bytes) -> None:
+    assert isinstance(parse_events_body(body), list)
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"<html>", b'{"events": []}', b"[1, 2]", b'"x"', b"[{", b'{"data": {}}']
+)
+def test_other_bodies_are_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedDataError):
+        parse_events_body(body)
+
+
+def test_with_max() -> None:
+    assert with_max("]abc..; max=200") == "]abc..; max=1000"
+    assert with_max("]abc..; max=200,order=asc") == "]abc..; max=1000,order=asc"
+    assert with_max("id ]abc..") == "id ]abc..; max=1000"
+
+
+@responses.activate
+def test_5xx_is_retried_then_succeeds() -> None:
+    responses.get(EVENTS_URL, status=503)
+    responses.get(EVENTS_URL, status=502)
+    responses.get(EVENTS_URL, body=events("a"))
+    sleeps: list[float] = []
+    assert len(client(sleeps=sleeps).fetch_day("acct-1", DAY).events) == 1
+    assert len(sleeps) == 2
+
+
+@responses.activate
+def test_persistent_5xx_gives_up_after_four_retries() -> None:
+    responses.get(EVENTS_URL, status=503, headers={"Request-Id": "req-503"})
+    sleeps: list[float] = []
+    with pytest.raises(ApiUnavailableError) as raised:
+        client(sleeps=sleeps).fetch_day("acct-1", DAY)
+    assert len(responses.calls) == 5 and len(sleeps) == 4
+    assert sum(sleeps) <= 15
+    assert raised.value.request_id == "req-503"
+
+
+@responses.activate
+def test_connection_errors_are_retried_and_reported_without_the_token() -> None:
+    responses.get(EVENTS_URL, body=requests.exceptions.ConnectionError(f"boom {TOKEN}"))
+    with pytest.raises(ApiUnavailableError) as raised:
+        client().fetch_day("acct-1", DAY)
+    assert TOKEN not in str(raised.value)
+
+
+@responses.activate
+def test_429_honours_retry_after() -> None:
+    responses.get(EVENTS_URL, status=429, headers={"Retry-After": "2"}, json={"id": "rate_limit"})
+    responses.get(EVENTS_URL, body=events("a"))
+    sleeps: list[float] = []
+    client(sleeps=sleeps).fetch_day("acct-1", DAY)
+    assert sleeps == [2.0]
+
+
+@responses.activate
+def test_429_with_a_long_retry_after_gives_up_at_once() -> None:
+    responses.get(EVENTS_URL, status=429, headers={"Retry-After": "3600"})
+    sleeps: list[float] = []
+    with pytest.raises(RateLimitedError, match="Rate Limiting"):
+        client(sleeps=sleeps).fetch_day("acct-1", DAY)
+    assert sleeps == []
+
+
+@responses.activate
+def test_floor_stops_before_the_next_request() -> None:
+    responses.get(EVENTS_URL, body=events("a"), headers={"RateLimit-Remaining": "499"})
+    api = client(floor=500)
+    api.fetch_day("acct-1", DAY)
+    with pytest.raises(RateLimitedError, match="under the floor of 500"):
+        api.fetch_day("acct-1", DAY)
+    assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "words"),
+    [
+        (401, PermissionDeniedError, "Authentication Failed"),
+        (403, PermissionDeniedError, "no access"),
+        (404, ConfigError, "Invalid Enterprise Account Name"),
+        (400, ApiUnavailableError, "invalid"),
+        (406, ApiUnavailableError, "Accept"),
+        (416, ApiUnavailableError, "Range"),
+        (422, ApiUnavailableError, "parameters"),
+    ],
+)
+@responses.activate
+def test_status_table(status: int, error: type[Exception], words: str) -> None:
+    responses.get(
+        EVENTS_URL,
+        status=status,
+        json={"id": "x", "message": "the API's own words", "url": "https://example"},
+        headers={"Request-Id": "req-1"},
+    )
+    with pytest.raises(error, match=words) as raised:
+        client().fetch_day("acct-1", DAY)
+    assert "the API's own words" in str(raised.value)
+    assert len(responses.calls) == 1  # a 4xx is not retried
+
+
+@responses.activate
+def test_deadline_refuses_to_start_a_request() -> None:
+    responses.get(EVENTS_URL, body=events("a"))
+    api = HerokuClient(API, Secret(TOKEN, "t"), deadline=Deadline(1, clock=lambda: 0.0))
+    api.deadline = Deadline(0.0)
+    with pytest.raises(DeadlineError):
+        api.fetch_day("acct-1", DAY)
+    assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_archive_download_carries_no_token() -> None:
+    responses.get("https://storage.example/archive.json.gz", body=b"gz")
+    assert client().download("https://storage.example/archive.json.gz") == b"gz"
+    assert "Authorization" not in responses.calls[0].request.headers

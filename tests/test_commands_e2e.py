@@ -1,0 +1,181 @@
+"""check, state, backfill, demo, usage errors and hostile input, as subprocesses."""
+
+from __future__ import annotations
+
+import stat
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from heroku_audit_trail.simulator import NO_ACCESS_TOKEN, Simulator, SimulatorConfig
+
+from .conftest import Cli, utc_today
+
+
+def test_check_ok_human_and_json(cli: Cli) -> None:
+    human = cli.run("check")
+    assert human.code == 0, human.stderr
+    assert "OK, polling will work" in human.stdout.decode()
+    machine = cli.run("check", "--json")
+    report = orjson.loads(machine.stdout)
+    assert report["ok"] is True and report["exit_code"] == 0
+    assert report["account"]["name"] == "acme"
+    assert {step["name"] for step in report["steps"]} >= {"enterprise_account", "events"}
+    assert cli.state_bytes() == {}  # check never writes state
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "words"),
+    [
+        ({"HEROKU_API_KEY": "HRKU-nope-00000000000000000000"}, 77, "Authentication Failed"),
+        ({"HEROKU_API_KEY": NO_ACCESS_TOKEN}, 77, "no access"),
+        ({"HEROKU_ENTERPRISE": "not-ours"}, 78, "Invalid Enterprise Account Name"),
+    ],
+)
+def test_check_failures(cli: Cli, env: dict[str, str], code: int, words: str) -> None:
+    cli.token = env.get("HEROKU_API_KEY", cli.token)
+    run = cli.run("check", "--json", env=env)
+    assert run.code == code
+    report = orjson.loads(run.stdout)
+    assert report["ok"] is False and words in orjson.dumps(report).decode()
+
+
+def test_check_rate_limit_floor(cli: Cli, sim: Simulator) -> None:
+    sim.faults.rate_limit_remaining = 100
+    run = cli.run("check")
+    assert run.code == 75 and "Rate Limiting" in run.stdout.decode()
+
+
+def test_state_show_and_reset(cli: Cli) -> None:
+    assert orjson.loads(cli.run("state", "show").stdout)["state"] is None
+    cli.run("poll")
+    shown = orjson.loads(cli.run("state", "show").stdout)
+    assert shown["state"]["version"] == 1
+    assert shown["state"]["closed_through"] == str(utc_today() - timedelta(days=2))
+    refused = cli.run("state", "reset")
+    assert refused.code == 64 and cli.state_bytes()
+    assert cli.run("state", "reset", "--yes").code == 0
+    assert cli.state_bytes() == {}
+
+
+def test_state_files_are_private(cli: Cli) -> None:
+    cli.run("poll")
+    assert stat.S_IMODE(cli.state_dir.stat().st_mode) == 0o700
+    for path in cli.state_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_corrupt_state_exits_65_and_is_left_alone(cli: Cli) -> None:
+    cli.run("poll")
+    ((name, _),) = cli.state_bytes().items()
+    (cli.state_dir / name).write_bytes(b'{"version": 1, "open_days": [')
+    run = cli.run("poll")
+    assert run.code == 65 and "corrupt" in run.stderr and run.stdout == b""
+    assert (cli.state_dir / name).read_bytes() == b'{"version": 1, "open_days": ['
+
+
+def test_state_dir_that_is_a_file_exits_73(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a dir")
+    run = cli.run("poll", env={"HEROKU_AUDIT_STATE_DIR": str(blocker)})
+    assert run.code == 73 and run.stdout == b""
+
+
+def test_read_only_state_dir_exits_73_and_prints_nothing(cli: Cli, readonly_dir: Path) -> None:
+    run = cli.run("poll", env={"HEROKU_AUDIT_STATE_DIR": str(readonly_dir / "state")})
+    assert run.code == 73, run.stderr
+    assert run.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code"),
+    [
+        (["poll", "--lookback-days", "-1"], {}, 64),
+        (["poll", "--no-such-flag"], {}, 64),
+        (["frobnicate"], {}, 64),
+        (["poll"], {"HEROKU_API_URL": "http://api.heroku.com"}, 78),
+        (["poll"], {"HEROKU_AUDIT_LOOKBACK_DAYS": "many"}, 78),
+        (["poll", "--enterprise", "../x"], {}, 78),
+        (["poll", "--enterprise", "acme corp"], {}, 78),
+        (["poll", "--enterprise", "a" * 300], {}, 78),
+        (["backfill", "--since", "2026-99-01"], {}, 64),
+    ],
+)
+def test_bad_input_is_one_line_and_the_documented_code(
+    cli: Cli, args: list[str], env: dict[str, str], code: int
+) -> None:
+    run = cli.run(*args, env=env)
+    assert run.code == code, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in run.stderr and run.stdout == b""
+
+
+def test_help_and_version(cli: Cli) -> None:
+    helped = cli.run("--help")
+    assert helped.code == 0 and b"examples:" in helped.stdout
+    assert cli.token.encode() not in helped.stdout
+    assert cli.run("--version").stdout.startswith(b"heroku-audit-trail ")
+
+
+def test_backfill_through_the_events_api(cli: Cli, sim: Simulator) -> None:
+    since = utc_today() - timedelta(days=3)
+    run = cli.run("backfill", "--since", since.isoformat())
+    assert run.code == 0, run.stderr
+    expected = {
+        event["id"]
+        for offset in (1, 2, 3)
+        for event in sim.events_for_day(utc_today() - timedelta(days=offset))
+    }
+    assert sorted(run.ids) == sorted(expected)
+    assert cli.state_bytes() == {}  # backfill never touches the poll cursor
+
+
+def test_backfill_from_archives(tmp_path: Path) -> None:
+    config = SimulatorConfig(seed=5, events_per_day=10, history_days=40, archive_layout="entries")
+    with Simulator(config) as sim:
+        cli = Cli(sim, tmp_path)
+        since = utc_today() - timedelta(days=35)
+        until = utc_today() - timedelta(days=1)
+        run = cli.run("backfill", "--since", str(since), "--until", str(until), "--archives")
+        assert run.code == 0, run.stderr
+        expected = {
+            event["id"]
+            for offset in range(1, 36)
+            for event in sim.events_for_day(utc_today() - timedelta(days=offset))
+        }
+        assert sorted(run.ids) == sorted(expected)
+        archive_calls = [e for e in sim.request_log if "/archives/" in e["path"]]
+        assert archive_calls
+
+
+def test_backfill_refuses_a_bad_checksum(tmp_path: Path) -> None:
+    month = (utc_today() - timedelta(days=1)).strftime("%Y-%m")
+    config = SimulatorConfig(seed=5, events_per_day=5, history_days=3, bad_checksum_months=(month,))
+    with Simulator(config) as sim:
+        cli = Cli(sim, tmp_path)
+        since = utc_today() - timedelta(days=1)
+        run = cli.run("backfill", "--since", str(since), "--archives")
+        assert run.code == 65 and "SHA-256" in run.stderr
+        assert run.stdout == b""
+
+
+def test_backfill_month_without_archive_uses_the_api(tmp_path: Path) -> None:
+    month = (utc_today() - timedelta(days=1)).strftime("%Y-%m")
+    config = SimulatorConfig(
+        seed=5, events_per_day=5, history_days=3, missing_archive_months=(month,)
+    )
+    with Simulator(config) as sim:
+        cli = Cli(sim, tmp_path)
+        yesterday = utc_today() - timedelta(days=1)
+        run = cli.run("backfill", "--since", str(yesterday), "--archives")
+        assert run.code == 0, run.stderr
+        assert sorted(run.ids) == sorted(e["id"] for e in sim.events_for_day(yesterday))
+        assert "no archive" in run.stderr
+
+
+def test_demo_prints_ecs_lines(tmp_path: Path) -> None:
+    with Simulator() as sim:  # only for the runner's plumbing; demo starts its own
+        run = Cli(sim, tmp_path).run("demo")
+    assert run.code == 0, run.stderr
+    assert run.lines and all(line["event"]["dataset"] == "heroku.audit" for line in run.lines)

@@ -1,0 +1,110 @@
+"""State file: round trip, validation, atomic write, permissions, lock."""
+
+from __future__ import annotations
+
+import stat
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from heroku_audit_trail.cursor import DayState, Partition, State, StateStore
+from heroku_audit_trail.errors import LockHeldError, MalformedDataError, StateWriteError
+
+PARTITION = Partition("acme", (("type", "app"),))
+
+
+def make_state() -> State:
+    return State(
+        partition=PARTITION.as_dict(),
+        account={"id": "acct-1", "name": "acme"},
+        closed_through=date(2026, 11, 22),
+        open_days={
+            date(2026, 11, 23): DayState({"b", "a"}, '"etag"'),
+            date(2026, 11, 24): DayState(),
+        },
+        last_run={"started_at": "2026-11-24T10:00:00.000000Z"},
+    )
+
+
+def test_round_trip_and_permissions(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state", PARTITION)
+    store.ensure_dir()
+    store.save(make_state())
+    assert store.load() == make_state()
+    assert stat.S_IMODE(store.state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert [p.name for p in store.state_dir.iterdir()] == [store.path.name]  # no temp left
+
+
+def test_partitions_are_separate_files() -> None:
+    names = {
+        Partition("acme").file_stem(),
+        Partition("acme", (("type", "app"),)).file_stem(),
+        Partition("0b7b6f52-8f0c-4d7e-9d55-2b8b0a4a7f11").file_stem(),
+    }
+    assert len(names) == 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"version": 2, "partition": {"enterprise": "acme", "type": "app"}}',
+        b'{"version": 1, "partition": {"enterprise": "acme", "type": "app"}, '
+        b'"closed_through": "yesterday"}',
+        b'{"version": 1, "partition": {"enterprise": "acme", "type": "app"}, '
+        b'"open_days": {"2026-11-23": {"seen": [1, 2]}}}',
+        b'{"version": 1, "partition": {"enterprise": "other"}}',
+    ],
+)
+def test_corrupt_state_is_an_error_and_left_untouched(tmp_path: Path, content: bytes) -> None:
+    store = StateStore(tmp_path, PARTITION)
+    store.path.write_bytes(content)
+    with pytest.raises(MalformedDataError, match="corrupt"):
+        store.load()
+    assert store.path.read_bytes() == content
+
+
+def test_lock_is_exclusive(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, PARTITION)
+    with store.lock(), pytest.raises(LockHeldError), StateStore(tmp_path, PARTITION).lock():
+        pass
+    with store.lock():
+        pass  # released
+
+
+def test_state_dir_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = StateStore(blocker, PARTITION)
+    with pytest.raises(StateWriteError):
+        store.ensure_dir()
+    with pytest.raises(StateWriteError):
+        store.load()
+
+
+def test_unwritable_dir_keeps_the_old_state(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, PARTITION)
+    store.save(make_state())
+    before = store.path.read_bytes()
+    tmp_path.chmod(0o500)
+    try:
+        if (tmp_path / "probe").exists() or _writable(tmp_path):
+            pytest.skip("running as a user that ignores directory permissions")
+        with pytest.raises(StateWriteError):
+            store.save(State(partition=PARTITION.as_dict()))
+    finally:
+        tmp_path.chmod(0o700)
+    assert store.path.read_bytes() == before
+
+
+def _writable(path: Path) -> bool:
+    try:
+        (path / "probe").write_text("x")
+    except OSError:
+        return False
+    (path / "probe").unlink()
+    return True

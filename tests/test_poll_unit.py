@@ -1,0 +1,147 @@
+"""The run's logic with a fake client: windows, commits per day, closing, failures."""
+
+from __future__ import annotations
+
+import io
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from heroku_audit_trail.api import DayFetch
+from heroku_audit_trail.config import Settings
+from heroku_audit_trail.cursor import Partition, StateStore
+from heroku_audit_trail.errors import ApiUnavailableError, ConfigError
+from heroku_audit_trail.logs import Log
+from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.poll import Poller, skip_reason
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+TODAY = NOW.date()
+
+
+class FakeClient:
+    """Stands in for HerokuClient: events per day, optional failure on one day."""
+
+    def __init__(self, days: dict[date, list[dict[str, Any]]]) -> None:
+        self.days = days
+        self.fail_on: date | None = None
+        self.fetched: list[date] = []
+        self.requests_made = 0
+        self.rate_limit_remaining: int | None = 4000
+
+    def enterprise_account(self, id_or_name: str) -> dict[str, Any]:
+        if id_or_name == "unknown":
+            raise ConfigError("Invalid Enterprise Account Name")
+        return {"id": f"id-{id_or_name}", "name": id_or_name}
+
+    def fetch_day(
+        self, account_id: str, day: date, filters: Any = (), etag: str | None = None
+    ) -> DayFetch:
+        self.requests_made += 1
+        self.fetched.append(day)
+        if day == self.fail_on:
+            raise ApiUnavailableError("HTTP 503")
+        events = self.days.get(day, [])
+        tag = f'"{day}-{len(events)}"'
+        if etag == tag:
+            return DayFetch([], etag, not_modified=True, pages=0)
+        return DayFetch(list(events), tag, not_modified=False, pages=1)
+
+
+def event(day: date, number: int) -> dict[str, Any]:
+    return {
+        "id": f"{day}-{number}",
+        "type": "app",
+        "action": "create",
+        "created_at": f"{day}T{number:02d}:00:00Z",
+    }
+
+
+def settings(tmp_path: Path, *enterprises: str, lookback: int = 1) -> Settings:
+    return Settings(
+        enterprises=enterprises or ("acme",),
+        api_url="https://api.heroku.com",
+        state_dir=tmp_path,
+        lookback_days=lookback,
+        min_interval=0,
+        filters=(),
+        output_format="ecs",
+        include_original=False,
+        rate_limit_floor=0,
+        max_runtime=None,
+        token_file=None,
+    )
+
+
+def poll(
+    tmp_path: Path, client: FakeClient, now: datetime = NOW, *enterprises: str
+) -> tuple[int, list[str]]:
+    out = io.BytesIO()
+    poller = Poller(
+        settings(tmp_path, *enterprises),
+        client,  # type: ignore[arg-type]
+        EventWriter(out, Log(stream=io.StringIO())),
+        Log(stream=io.StringIO()),
+        StopGuard(),
+        now=lambda: now,
+    )
+    code = poller.run()
+    return code, [orjson.loads(line)["event"]["id"] for line in out.getvalue().splitlines()]
+
+
+def test_window_commits_and_closing(tmp_path: Path) -> None:
+    yesterday = TODAY - timedelta(days=1)
+    client = FakeClient({yesterday: [event(yesterday, 1)], TODAY: [event(TODAY, 2)]})
+    code, ids = poll(tmp_path, client)
+    assert code == 0 and ids == [f"{yesterday}-1", f"{TODAY}-2"]
+    state = StateStore(tmp_path, Partition("acme")).load()
+    assert state is not None and state.closed_through == TODAY - timedelta(days=2)
+    assert set(state.open_days) == {yesterday, TODAY}
+
+    tomorrow = NOW + timedelta(days=1)
+    client.days[TODAY].append(event(TODAY, 3))
+    code, ids = poll(tmp_path, client, tomorrow)
+    assert ids == [f"{TODAY}-3"]
+    state = StateStore(tmp_path, Partition("acme")).load()
+    assert state is not None and state.closed_through == yesterday
+    assert set(state.open_days) == {TODAY, TODAY + timedelta(days=1)}
+
+
+def test_failure_keeps_the_days_already_printed(tmp_path: Path) -> None:
+    yesterday = TODAY - timedelta(days=1)
+    client = FakeClient({yesterday: [event(yesterday, 1)], TODAY: [event(TODAY, 2)]})
+    client.fail_on = TODAY
+    code, ids = poll(tmp_path, client)
+    assert code == 69 and ids == [f"{yesterday}-1"]
+    client.fail_on = None
+    code, ids = poll(tmp_path, client)
+    assert code == 0 and ids == [f"{TODAY}-2"]
+
+
+def test_one_failing_enterprise_does_not_stop_the_others(tmp_path: Path) -> None:
+    client = FakeClient({TODAY: [event(TODAY, 1)]})
+    code, ids = poll(tmp_path, client, NOW, "unknown", "acme")
+    assert code == 78 and ids == [f"{TODAY}-1"]
+
+
+def test_etag_makes_the_second_read_print_nothing(tmp_path: Path) -> None:
+    client = FakeClient({TODAY: [event(TODAY, 1)]})
+    poll(tmp_path, client)
+    code, ids = poll(tmp_path, client)
+    assert code == 0 and ids == []
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "min_interval", "skips"),
+    [(10, 60, True), (56, 60, False), (54, 60, True), (10, 0, False), (-30, 60, False)],
+)
+def test_skip_reason(elapsed: float, min_interval: float, skips: bool) -> None:
+    from heroku_audit_trail.cursor import State
+
+    started = (NOW - timedelta(seconds=elapsed)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    state = State(partition={"enterprise": "acme"}, last_run={"started_at": started})
+    assert (skip_reason(state, NOW, min_interval) is not None) is skips
+    assert skip_reason(None, NOW, min_interval) is None
