@@ -11,7 +11,7 @@ import orjson
 
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, RateLimitedError
+from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError
 
 
 @dataclass
@@ -75,7 +75,9 @@ def diagnose(
             Step(
                 "rate_limit",
                 "fail",
-                str(RateLimitedError(f"Rate Limiting: {remaining} requests left this hour")),
+                f"Rate Limiting: RateLimit-Remaining is {remaining}, under the floor of "
+                f"{settings.rate_limit_floor}; poll would stop at once (exit 75) until the "
+                "account's quota refills (75 requests a minute)",
             )
         )
         return EX_TEMPFAIL, steps, facts

@@ -7,10 +7,9 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from heroku_audit_trail import __version__
-from heroku_audit_trail.api import Deadline, HerokuClient
 from heroku_audit_trail.config import (
     DEFAULT_API_URL,
     Settings,
@@ -29,7 +28,10 @@ from heroku_audit_trail.errors import (
 )
 from heroku_audit_trail.logs import log
 from heroku_audit_trail.output import EventWriter, StopGuard
-from heroku_audit_trail.poll import Poller
+from heroku_audit_trail.poll import Poller, due_enterprises, utc_now
+
+if TYPE_CHECKING:
+    from heroku_audit_trail.api import HerokuClient
 
 EXAMPLES = """\
 examples:
@@ -161,12 +163,21 @@ def build_parser() -> Parser:
     state_commands.add_parser("show", parents=[common], help="print the cursor as JSON")
     reset = state_commands.add_parser("reset", parents=[common], help="remove the cursor")
     reset.add_argument("--yes", action="store_true", help="confirm the reset")
-    from heroku_audit_trail import simulator
-
-    simulate = commands.add_parser("simulate", help="run a local Heroku API simulator")
-    simulator.add_arguments(simulate)
+    # Listed for --help; main() hands `simulate` its own parser (see simulate_parser).
+    commands.add_parser("simulate", help="run a local Heroku API simulator", add_help=False)
     demo = commands.add_parser("demo", help="poll a built-in simulator and print its events")
     demo.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+def simulate_parser() -> Parser:
+    from heroku_audit_trail import simulator
+
+    parser = Parser(
+        prog="heroku-audit-trail simulate",
+        description="A local Heroku Platform API for trying shipper configs without an account.",
+    )
+    simulator.add_arguments(parser)
     return parser
 
 
@@ -214,6 +225,8 @@ DEFAULTS: dict[str, float] = {
 
 
 def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
+    from heroku_audit_trail.api import Deadline, HerokuClient
+
     token = load_token(settings.token_file, env, settings.api_url)
     log.add_secret(token.reveal())
     return HerokuClient(
@@ -225,16 +238,15 @@ def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
 
 
 def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> int:
+    due = due_enterprises(settings, utc_now(), log)
+    if not due:
+        return 0
     client = make_client(settings, env)
     writer = EventWriter(sys.stdout.buffer, log)
-    return Poller(settings, client, writer, log, guard).run()
+    return Poller(settings, client, writer, log, guard).run(due)
 
 
 def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard) -> int:
-    if args.command == "simulate":
-        from heroku_audit_trail import simulator
-
-        return simulator.run(args)
     if args.command == "demo":
         from heroku_audit_trail.demo import run_demo
 
@@ -279,7 +291,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     guard.install()
     try:
         log.log_format = default_log_format(env)
-        args = build_parser().parse_args(argv)
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        if arguments[:1] == ["simulate"]:
+            # Imported only here: the simulator is not needed by a shipper's every run.
+            from heroku_audit_trail import simulator
+
+            return int(simulator.run(simulate_parser().parse_args(arguments[1:])))
+        args = build_parser().parse_args(arguments)
         if getattr(args, "log_format", None):
             log.log_format = args.log_format
         if args.command is None:

@@ -34,7 +34,7 @@ def run_demo(seed: int, guard: StopGuard) -> int:
             simulator.url, Secret(DEMO_TOKEN, "demo"), deadline=Deadline(settings.max_runtime)
         )
         writer = EventWriter(sys.stdout.buffer, log)
-        code = Poller(settings, client, writer, log, guard).run()
+        code = Poller(settings, client, writer, log, guard).run(settings.enterprises)
         log.info(
             f"demo: printed {writer.lines_written} events from a local Heroku API simulator "
             f"at {simulator.url}; next: 'heroku-audit-trail simulate' to wire up a shipper, "
