@@ -88,7 +88,7 @@ def poll(
         StopGuard(),
         now=lambda: now,
     )
-    code = poller.run()
+    code = poller.run(poller.settings.enterprises)
     return code, [orjson.loads(line)["event"]["id"] for line in out.getvalue().splitlines()]
 
 
