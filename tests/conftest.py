@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 
 

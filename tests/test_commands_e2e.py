@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from heroku_audit_trail.simulator import NO_ACCESS_TOKEN, Simulator, SimulatorConfig
 
 from .conftest import Cli, utc_today

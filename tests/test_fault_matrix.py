@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from heroku_audit_trail.simulator import Faults, Simulator, SimulatorConfig
 
 from .conftest import Cli, utc_today, window_ids
