@@ -132,11 +132,8 @@ def cli(sim: Simulator, tmp_path: Path) -> Cli:
     return Cli(sim, tmp_path)
 
 
-@pytest.fixture
-def readonly_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory nothing can be created in, even by root (chattr +i), or skip."""
-    path = tmp_path / "readonly"
-    path.mkdir()
+def freeze_dir(path: Path) -> bool:
+    """Make `path` refuse new files, even to root (chattr +i); False if that is impossible."""
     immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
     if immutable.returncode != 0:
         path.chmod(0o500)
@@ -144,11 +141,23 @@ def readonly_dir(tmp_path: Path) -> Iterator[Path]:
     try:
         probe.write_text("x")
     except OSError:
-        pass
-    else:
-        probe.unlink()
+        return True
+    probe.unlink()
+    thaw_dir(path)
+    return False
+
+
+def thaw_dir(path: Path) -> None:
+    subprocess.run(["chattr", "-i", str(path)], capture_output=True, check=False)
+    path.chmod(0o700)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nothing can be created in (a full or read-only disk), or skip."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if not freeze_dir(path):
         pytest.skip("cannot make a read-only directory here (root without chattr)")
     yield path
-    if immutable.returncode == 0:
-        subprocess.run(["chattr", "-i", str(path)], check=False)
-    path.chmod(0o700)
+    thaw_dir(path)

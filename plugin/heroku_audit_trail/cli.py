@@ -289,6 +289,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     guard = StopGuard()
     guard.install()
+    for name in ("HEROKU_API_KEY", "HEROKU_API_TOKEN"):
+        log.add_secret(env.get(name, "").strip())  # masked even if a bug strikes before use
     try:
         log.log_format = default_log_format(env)
         arguments = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,78 @@
+"""main(): the one place exceptions become exit codes; bugs are one masked JSON line."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+
+from heroku_audit_trail import cli
+from heroku_audit_trail.logs import log
+
+TOKEN = "HRKU-cli-unit-secret-token-0123456789"
+
+
+@pytest.fixture
+def stderr() -> io.StringIO:
+    stream = io.StringIO()
+    log.stream = stream
+    yield stream  # type: ignore[misc]
+    log.stream = None
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "HEROKU_API_KEY": TOKEN,
+        "HEROKU_ENTERPRISE": "acme",
+        "HEROKU_API_URL": "http://127.0.0.1:9",
+        "HEROKU_AUDIT_STATE_DIR": str(tmp_path),
+        "HEROKU_AUDIT_LOG_FORMAT": "json",
+        "HOME": str(tmp_path),
+    }
+
+
+def test_a_bug_is_exit_70_and_one_json_line_without_the_token(
+    tmp_path: Path, stderr: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: object, **kwargs: object) -> int:
+        raise RuntimeError(f"unexpected state while holding {TOKEN}")
+
+    monkeypatch.setattr(
+        cli, "run_poll", lambda settings, env, guard: explode(env["HEROKU_API_KEY"])
+    )
+    # make_client registers the token with the log before anything can fail
+    log.add_secret(TOKEN)
+    code = cli.main(["poll"], env(tmp_path))
+    assert code == 70
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) == 1
+    record = orjson.loads(lines[0])
+    assert record["error_type"] == "RuntimeError" and record["exit_code"] == 70
+    assert TOKEN not in stderr.getvalue() and "Traceback" not in stderr.getvalue()
+
+
+def test_usage_error_is_64(tmp_path: Path, stderr: io.StringIO) -> None:
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["poll", "--lookback-days", "x"], env(tmp_path))
+    assert raised.value.code == 64
+    assert "usage" in orjson.loads(stderr.getvalue())["message"]
+
+
+def test_no_command_is_64(tmp_path: Path) -> None:
+    assert cli.main([], env(tmp_path)) == 64
+
+
+def test_flag_wins_over_environment(tmp_path: Path) -> None:
+    args = cli.build_parser().parse_args(
+        ["poll", "--enterprise", "flagged", "--lookback-days", "3"]
+    )
+    settings = cli.build_settings(
+        args, {**env(tmp_path), "HEROKU_AUDIT_LOOKBACK_DAYS": "5", "HEROKU_AUDIT_MIN_INTERVAL": "7"}
+    )
+    assert settings.enterprises == ("flagged",)
+    assert settings.lookback_days == 3 and settings.min_interval == 7
+    assert settings.max_runtime == 50 and settings.rate_limit_floor == 500
+    backfill = cli.build_parser().parse_args(["backfill", "--since", "2026-01-01"])
+    assert cli.build_settings(backfill, env(tmp_path)).max_runtime is None
