@@ -180,3 +180,20 @@ def test_demo_prints_ecs_lines(tmp_path: Path) -> None:
         run = Cli(sim, tmp_path).run("demo")
     assert run.code == 0, run.stderr
     assert run.lines and all(line["event"]["dataset"] == "heroku.audit" for line in run.lines)
+
+
+def test_state_dir_turned_read_only_prints_nothing(cli: Cli, sim: Simulator) -> None:
+    from .conftest import freeze_dir, thaw_dir
+
+    assert cli.run("poll").code == 0
+    sim.add_events(utc_today(), 2)
+    before = cli.state_bytes()
+    if not freeze_dir(cli.state_dir):
+        pytest.skip("cannot make a read-only directory here")
+    try:
+        run = cli.run("poll")
+    finally:
+        thaw_dir(cli.state_dir)
+    assert run.code == 73 and run.stdout == b"" and "cannot write state file" in run.stderr
+    assert cli.state_bytes() == before
+    assert len(cli.run("poll").ids) == 2

@@ -147,6 +147,8 @@ class Poller:
             state.account = {"id": account["id"], "name": str(account.get("name", ""))}
         if state.closed_through is None:
             state.closed_through = first_closed_through(today, settings.lookback_days)
+        # Prove the state is writable before printing anything (a full or read-only disk).
+        store.save(state)
         read_at = format_time(self.now())
         for day in days_to_read(state.closed_through, today):
             self.guard.check()
