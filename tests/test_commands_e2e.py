@@ -49,11 +49,13 @@ def test_check_rate_limit_floor(cli: Cli, sim: Simulator) -> None:
 
 
 def test_state_show_and_reset(cli: Cli) -> None:
-    assert orjson.loads(cli.run("state", "show").stdout)["state"] is None
+    empty = orjson.loads(cli.run("state", "show").stdout)
+    assert empty["closed_through"] is None and empty["open_days"] == {}
     cli.run("poll")
     shown = orjson.loads(cli.run("state", "show").stdout)
-    assert shown["state"]["version"] == 1
-    assert shown["state"]["closed_through"] == str(utc_today() - timedelta(days=2))
+    assert shown["version"] == 1 and shown["account"]["name"] == "acme"
+    assert shown["closed_through"] == str(utc_today() - timedelta(days=2))
+    assert set(shown["open_days"]) == {str(utc_today() - timedelta(days=1)), str(utc_today())}
     refused = cli.run("state", "reset")
     assert refused.code == 64 and cli.state_bytes()
     assert cli.run("state", "reset", "--yes").code == 0

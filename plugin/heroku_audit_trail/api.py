@@ -46,7 +46,7 @@ STATUS_ERRORS: dict[int, tuple[type[AuditTrailError], str]] = {
         "Authentication Failed: the token is missing, invalid or expired; "
         "create one with 'heroku authorizations:create' and set HEROKU_API_KEY",
     ),
-    402: (PermissionDeniedError, "Authentication Failed: the Heroku account is delinquent"),
+    402: (ApiUnavailableError, "Heroku refused the request: the account is delinquent"),
     403: (
         PermissionDeniedError,
         "Authentication Failed: the token has no access to this enterprise account; "

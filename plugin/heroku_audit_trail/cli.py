@@ -162,7 +162,7 @@ def build_parser() -> Parser:
     state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
     state_commands.add_parser("show", parents=[common], help="print the cursor as JSON")
     reset = state_commands.add_parser("reset", parents=[common], help="remove the cursor")
-    reset.add_argument("--yes", action="store_true", help="confirm the reset")
+    reset.add_argument("-y", "--yes", action="store_true", help="confirm the reset")
     # Listed for --help; main() hands `simulate` its own parser (see simulate_parser).
     commands.add_parser("simulate", help="run a local Heroku API simulator", add_help=False)
     demo = commands.add_parser("demo", help="poll a built-in simulator and print its events")

@@ -7,7 +7,7 @@ import sys
 import orjson
 
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.cursor import Partition, StateStore
+from heroku_audit_trail.cursor import Partition, State, StateStore
 from heroku_audit_trail.errors import EX_OK, UsageError
 from heroku_audit_trail.logs import log
 
@@ -18,14 +18,11 @@ def run_state(settings: Settings, action: str, confirmed: bool) -> int:
         for enterprise in settings.enterprises
     ]
     if action == "show":
+        # The state file's own document; an empty cursor when there is none yet.
         for store in stores:
-            state = store.load()
-            record = {
-                "partition": store.partition.as_dict(),
-                "path": str(store.path),
-                "state": state.to_json() if state else None,
-            }
-            sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            state = store.load() or State(partition=store.partition.as_dict())
+            log.info("state file", enterprise=store.partition.enterprise, path=str(store.path))
+            sys.stdout.buffer.write(orjson.dumps(state.to_json(), option=orjson.OPT_APPEND_NEWLINE))
         sys.stdout.flush()
         return EX_OK
     if not confirmed:
