@@ -1,0 +1,96 @@
+"""The zipapp and the .deb, built for real and run against the simulator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from heroku_audit_trail import __version__
+from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
+
+from .conftest import assert_secret_absent, window_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def poll_env(sim: Simulator, home: Path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "HEROKU_API_URL": sim.url,
+        "HEROKU_API_KEY": DEMO_TOKEN,
+        "HEROKU_ENTERPRISE": "acme",
+        "HEROKU_AUDIT_STATE_DIR": str(home / "state"),
+        "HEROKU_AUDIT_MIN_INTERVAL": "0",
+    }
+
+
+def check_poll(command: list[str], tmp_path: Path, extra_env: dict[str, str]) -> None:
+    with Simulator(SimulatorConfig(seed=9, events_per_day=25, history_days=1)) as sim:
+        env = {**poll_env(sim, tmp_path), **extra_env}
+        done = subprocess.run([*command, "poll"], env=env, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()
+        ids = {orjson.loads(line)["event"]["id"] for line in done.stdout.splitlines()}
+        assert ids == window_ids(sim)
+    assert_secret_absent(DEMO_TOKEN, done.stdout, done.stderr, tmp_path / "state")
+
+
+@pytest.mark.slow
+def test_zipapp_runs_with_a_clean_interpreter(tmp_path: Path) -> None:
+    pyz = tmp_path / "heroku-audit-trail.pyz"
+    subprocess.run(
+        [sys.executable, str(ROOT / "packaging" / "build_zipapp.py"), "--out", str(pyz)],
+        check=True,
+        capture_output=True,
+    )
+    command = [sys.executable, "-I", str(pyz)]
+    version = subprocess.run(
+        [*command, "--version"],
+        env={"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        capture_output=True,
+        check=True,
+    )
+    assert version.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
+    check_poll(command, tmp_path, {})
+    (unpacked,) = (tmp_path / "cache" / "heroku-audit-trail").iterdir()
+    assert (unpacked / "orjson").is_dir()  # the compiled dependency came out of the zip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_deb_contents_and_the_extracted_command(tmp_path: Path) -> None:
+    built = subprocess.run(
+        ["bash", str(ROOT / "packaging" / "build_deb.sh"), str(tmp_path / "dist")],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        check=True,
+    )
+    deb = Path(built.stdout.decode().strip().splitlines()[-1])
+    info = subprocess.run(["dpkg-deb", "--info", str(deb)], capture_output=True, check=True)
+    control = info.stdout.decode()
+    assert f"Version: {__version__}" in control and "Depends: python3 (>= 3.10)" in control
+    contents = subprocess.run(["dpkg-deb", "--contents", str(deb)], capture_output=True, check=True)
+    listing = contents.stdout.decode()
+    assert "-rwxr-xr-x root/root" in next(
+        line for line in listing.splitlines() if line.endswith("./usr/bin/heroku-audit-trail")
+    )
+    assert "./usr/lib/heroku-audit-trail/heroku_audit_trail/cli.py" in listing
+    assert "./usr/share/doc/heroku-audit-trail/examples/fluent-bit.conf" in listing
+
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    wrapper = [str(root / "usr" / "bin" / "heroku-audit-trail")]
+    # The interpreter the vendored orjson was built for (the .deb's is /usr/bin/python3).
+    same_python = {"HEROKU_AUDIT_PYTHON": sys.executable}
+    version = subprocess.run(
+        [*wrapper, "--version"], env=same_python, capture_output=True, check=True
+    )
+    assert version.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
+    check_poll(wrapper, tmp_path, same_python)
