@@ -89,10 +89,10 @@ class Backfill:
                 events = from_archives.pop(day)
             else:
                 events = self.client.fetch_day(account_id, day, self.settings.filters).events
-            lines = [
+            lines = (
                 render(event, self.settings.output_format, read_at, self.settings.include_original)
                 for event in new_events(events, set())
-            ]
+            )
             with self.guard.critical():
                 self.writer.write(lines)
             if self.progress:

@@ -90,7 +90,8 @@ def parse_time(value: object) -> datetime | None:
 
 def format_time(moment: datetime) -> str:
     """The one output shape: YYYY-MM-DDTHH:MM:SS.ffffffZ, always UTC and six fraction digits."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime; "+00:00" becomes "Z".
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def event_key(event: dict[str, Any]) -> str:
@@ -129,10 +130,22 @@ def categorize(object_type: object, verb: object) -> tuple[list[str], list[str]]
 def strip_nulls(value: Any) -> Any:
     """Drop nulls (and the empty objects they leave) at every depth."""
     if isinstance(value, dict):
-        cleaned = {key: strip_nulls(item) for key, item in value.items() if item is not None}
-        return {key: item for key, item in cleaned.items() if item != {}}
+        cleaned = {}
+        for key, item in value.items():
+            if isinstance(item, (dict, list)):
+                item = strip_nulls(item)
+                if item == {}:
+                    continue
+            elif item is None:
+                continue
+            cleaned[key] = item
+        return cleaned
     if isinstance(value, list):
-        return [strip_nulls(item) for item in value if item is not None]
+        return [
+            strip_nulls(item) if isinstance(item, (dict, list)) else item
+            for item in value
+            if item is not None
+        ]
     return value
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import errno
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import islice
 from types import FrameType
 from typing import Any, BinaryIO
 
@@ -43,13 +44,15 @@ class EventWriter:
         self.longest_line = 0
         self._warned_long = False
 
-    def write(self, lines: Sequence[bytes]) -> None:
-        """Write and flush; raises OutputClosedError if the reader went away."""
+    def write(self, lines: Iterable[bytes]) -> int:
+        """Write in batches and flush; the number of lines. OutputClosedError if the reader left."""
+        written = 0
         try:
-            for start in range(0, len(lines), _BATCH):
-                batch = lines[start : start + _BATCH]
+            iterator = iter(lines)
+            while batch := list(islice(iterator, _BATCH)):
                 self.stream.write(b"".join(batch))
                 self._measure(batch)
+                written += len(batch)
             self.stream.flush()
         except OSError as error:
             if isinstance(error, BrokenPipeError) or error.errno in (errno.EPIPE, errno.EBADF):
@@ -58,7 +61,8 @@ class EventWriter:
                     "the day being written is not saved and will be printed again"
                 ) from None
             raise
-        self.lines_written += len(lines)
+        self.lines_written += written
+        return written
 
     def _measure(self, batch: Sequence[bytes]) -> None:
         longest = max((len(line) - 1 for line in batch), default=0)

@@ -158,12 +158,12 @@ class Poller:
                 state.account["id"], day, settings.filters, day_state.etag
             )
             fresh = [] if fetch.not_modified else new_events(fetch.events, day_state.seen)
-            lines = [
+            lines = (
                 render(event, settings.output_format, read_at, settings.include_original)
                 for event in fresh
-            ]
+            )
             with self.guard.critical():
-                self.writer.write(lines)
+                printed = self.writer.write(lines)
                 state.open_days[day] = DayState(
                     day_state.seen | {event_key(event) for event in fetch.events},
                     fetch.etag,
@@ -171,7 +171,7 @@ class Poller:
                 close_old_days(state, today, settings.lookback_days)
                 store.save(state)
             stats.days_read += 1
-            stats.events_emitted += len(lines)
+            stats.events_emitted += printed
 
 
 def partition_name(state: State) -> str:
