@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -123,6 +124,7 @@ class Simulator:
         self._late_done = False
         self._bucket = _Bucket(self.config.rate_limit_capacity, self.config.refill_per_minute / 60)
         self._archive_files: dict[str, bytes] = {}
+        self._sorted: dict[tuple[object, ...], tuple[int, list[dict[str, Any]]]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -298,14 +300,11 @@ class Simulator:
             day = date.fromisoformat(query.get("day", self.today.isoformat()))
         except ValueError:
             raise _Reply(422, "invalid_params", "day must be formatted as YYYY-MM-DD.") from None
-        events = self._day(day)
-        with self._lock:
-            events = [event for event in events if _matches(event, query)]
-        events.sort(key=lambda event: event["id"])  # ranges are by id, not by time
+        events = self._sorted_day(day, query)
         start, exclusive, page_max = self._parse_range(range_header)
-        if start:
-            events = [e for e in events if e["id"] > start or (e["id"] == start and not exclusive)]
-        page, more = events[:page_max], len(events) > page_max
+        ids = [event["id"] for event in events] if start else []
+        first = (bisect_right if exclusive else bisect_left)(ids, start) if start else 0
+        page, more = events[first : first + page_max], len(events) > first + page_max
         body_value: Any = {"data": page} if self.faults.envelope else page
         body = orjson.dumps(body_value)
         headers = {"Accept-Ranges": "id", "ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
@@ -318,6 +317,20 @@ class Simulator:
         if page:
             headers["Content-Range"] = f"id {page[0]['id']}..{page[-1]['id']}"
         return (206 if more else 200), headers, body
+
+    def _sorted_day(self, day: date, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The day's matching events by id (ranges are by id, not time), cached until it grows."""
+        events = self._day(day)
+        key = (day, query.get("type"), query.get("action"), query.get("actor"))
+        with self._lock:
+            cached = self._sorted.get(key)
+            if cached is None or cached[0] != len(events):
+                matching = sorted(
+                    (event for event in events if _matches(event, query)),
+                    key=lambda event: event["id"],
+                )
+                cached = self._sorted[key] = (len(events), matching)
+        return cached[1]
 
     def _parse_range(self, header: str | None) -> tuple[str, bool, int]:
         """`id ]<start>..; max=N`: (start id, whether the start is excluded, page size)."""
