@@ -199,3 +199,26 @@ def test_state_dir_turned_read_only_prints_nothing(cli: Cli, sim: Simulator) -> 
     assert run.code == 73 and run.stdout == b"" and "cannot write state file" in run.stderr
     assert cli.state_bytes() == before
     assert len(cli.run("poll").ids) == 2
+
+
+def test_simulate_serves_in_the_foreground_until_sigterm(cli: Cli, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "heroku_audit_trail", "simulate", "--port", "0", "--seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        banner = [server.stdout.readline().decode() for _ in range(4)]
+        url = banner[0].split()[-1]
+        assert url.startswith("http://127.0.0.1:")
+        assert any("HEROKU_API_KEY=" in line for line in banner)
+        run = cli.run("poll", env={"HEROKU_API_URL": url})
+        assert run.code == 0 and run.lines
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0

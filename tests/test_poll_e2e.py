@@ -228,3 +228,13 @@ def test_max_runtime_exits_75_and_next_run_finishes(cli: Cli, sim: Simulator) ->
     sim.faults.latency = 0
     rest = cli.run("poll")
     assert set(first.ids) | set(rest.ids) == window_ids(sim)
+
+
+def test_long_lines_warn_about_fluent_bit_buf_size(tmp_path: Path) -> None:
+    with Simulator(SimulatorConfig(seed=21, events_per_day=300, history_days=1)) as sim:
+        run = Cli(sim, tmp_path).run("poll")
+    longest = max(len(line) for line in run.stdout.splitlines())
+    assert longest > 4095
+    warnings = [log for log in run.logs if log["log.level"] == "warning"]
+    assert len(warnings) == 1 and "Buf_Size" in warnings[0]["message"]
+    assert warnings[0]["line_bytes"] >= longest - 1
