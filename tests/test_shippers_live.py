@@ -163,3 +163,35 @@ def test_vector_delivers_every_event_with_its_time(tmp_path: Path) -> None:
     for record in records:
         assert "pid" not in record and "stream" not in record
         assert record["timestamp"][:19] == record["@timestamp"][:19]
+
+
+@pytest.mark.skipif(shutil.which("fluent-bit") is None, reason="fluent-bit is not on PATH")
+def test_fluent_bit_yaml_twin_delivers_every_event(tmp_path: Path) -> None:
+    token_file = tmp_path / "api-key"
+    token_file.write_text(DEMO_TOKEN + "\n")
+    with Simulator(SimulatorConfig(seed=6, events_per_day=120, history_days=1)) as sim:
+        command = (
+            f"HEROKU_API_URL={sim.url} HEROKU_ENTERPRISE=acme HEROKU_API_KEY_FILE={token_file} "
+            f"HEROKU_AUDIT_STATE_DIR={tmp_path / 'state'} {PROGRAM} poll"
+        )
+        doc = (EXAMPLES / "fluent-bit.yaml").read_text()
+        doc = re.sub(r"(?m)^(\s+command: ).*$", lambda m: m.group(1) + command, doc)
+        doc = doc.replace("interval_sec: 300", "interval_sec: 1")
+        doc = doc.replace("/var/log/heroku-audit-trail", str(tmp_path / "out"))
+        doc = doc.replace("port: 8123", "port: 9")  # nothing listens: ClickHouse is not here
+        (tmp_path / "fluent-bit.yaml").write_text(doc)
+        out_file = tmp_path / "out" / "heroku_logs.jsonl"
+        expected = window_ids(sim)
+        process = subprocess.Popen(
+            ["fluent-bit", "-c", str(tmp_path / "fluent-bit.yaml")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: out_file.exists() and len(out_file.read_bytes().splitlines()) >= len(expected),
+            30,
+        )
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    records = [orjson.loads(line) for line in out_file.read_bytes().splitlines()]
+    assert sorted(record["event"]["id"] for record in records) == sorted(expected)
