@@ -15,9 +15,10 @@ import orjson
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.ecs import format_time, parse_time
-from heroku_audit_trail.errors import EX_OK, AuditTrailError, MalformedDataError, UsageError
+from heroku_audit_trail.errors import MalformedDataError, UsageError
 from heroku_audit_trail.logs import log
 from heroku_audit_trail.output import EventWriter, StopGuard, render
+from heroku_audit_trail.poll import each_partition
 from heroku_audit_trail.window import date_range, new_events
 
 
@@ -151,13 +152,7 @@ def run_backfill(
     use_archives: bool,
 ) -> int:
     days = backfill_range(since, until, datetime.now(timezone.utc).date())
-    first_failure = EX_OK
-    for enterprise in settings.enterprises:
-        try:
-            Backfill(settings, client, writer, guard).run(enterprise, days, use_archives)
-        except AuditTrailError as error:
-            log.error(str(error), enterprise=enterprise, exit_code=error.exit_code)
-            first_failure = first_failure or error.exit_code
-            if error.exit_code in (74, 130, 143):
-                break
-    return first_failure
+    backfill = Backfill(settings, client, writer, guard)
+    return each_partition(
+        settings.enterprises, lambda name: backfill.run(name, days, use_archives), log
+    )

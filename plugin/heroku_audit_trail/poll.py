@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import DayState, Partition, State, StateStore
 from heroku_audit_trail.ecs import event_key, format_time
-from heroku_audit_trail.errors import AuditTrailError
+from heroku_audit_trail.errors import EX_IOERR, EX_SIGINT, EX_SIGTERM, AuditTrailError
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard, render
 from heroku_audit_trail.window import (
@@ -63,6 +63,25 @@ def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
     return due
 
 
+def each_partition(enterprises: Sequence[str], work: Callable[[str], None], log: Log) -> int:
+    """Run `work` per enterprise; a failure of one does not stop the others. First failure wins."""
+    first_failure = 0
+    for enterprise in enterprises:
+        try:
+            work(enterprise)
+        except AuditTrailError as error:
+            log.error(
+                str(error),
+                enterprise=enterprise,
+                exit_code=error.exit_code,
+                request_id=error.request_id,
+            )
+            first_failure = first_failure or error.exit_code
+            if error.exit_code in (EX_IOERR, EX_SIGINT, EX_SIGTERM):
+                break  # no reader left, or told to stop: nothing more can be delivered
+    return first_failure
+
+
 @dataclass
 class RunStats:
     days_read: int = 0
@@ -87,22 +106,10 @@ class Poller:
         self.now = now
 
     def run(self, enterprises: Sequence[str]) -> int:
-        """Poll each partition; a failure of one does not stop the others. First failure wins."""
-        first_failure = 0
-        for enterprise in enterprises:
-            try:
-                self.poll_partition(Partition(enterprise, self.settings.filters))
-            except AuditTrailError as error:
-                self.log.error(
-                    str(error),
-                    enterprise=enterprise,
-                    exit_code=error.exit_code,
-                    request_id=error.request_id,
-                )
-                first_failure = first_failure or error.exit_code
-                if error.exit_code in (74, 130, 143):
-                    break  # no reader left, or told to stop: nothing more can be delivered
-        return first_failure
+        return each_partition(enterprises, self.poll_partition_named, self.log)
+
+    def poll_partition_named(self, enterprise: str) -> None:
+        self.poll_partition(Partition(enterprise, self.settings.filters))
 
     def poll_partition(self, partition: Partition) -> None:
         store = StateStore(self.settings.state_dir, partition)

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -482,27 +483,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`heroku-audit-trail simulate`: serve in the foreground until SIGINT or SIGTERM."""
-    config = SimulatorConfig(
-        seed=args.seed,
-        events_per_day=args.events_per_day,
-        history_days=args.history_days,
-        enterprise_name=args.enterprise_name,
-        archive_layout=args.archive_layout,
-        host=args.host,
-        port=args.port,
-    )
-    faults = Faults(
-        error_rate=args.error_rate,
-        error_status=args.error_status,
-        rate_limit_burst=args.rate_limit_burst,
-        retry_after=args.retry_after,
-        latency=args.latency,
-        cut_rate=args.cut_rate,
-        invalid_json_rate=args.invalid_json_rate,
-        envelope=args.envelope,
-        late_after_requests=args.late_after_requests,
-        late_count=args.late_count,
-    )
+    # Flags are named after the dataclass fields: take each one the parser defined.
+    options = vars(args)
+
+    def given(fields: Iterable[str]) -> dict[str, Any]:
+        return {name: options[name] for name in fields if name in options}
+
+    config = SimulatorConfig(**given(SimulatorConfig.__dataclass_fields__))
+    faults = Faults(**given(Faults.__dataclass_fields__))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
