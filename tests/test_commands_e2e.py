@@ -222,3 +222,11 @@ def test_simulate_serves_in_the_foreground_until_sigterm(cli: Cli, tmp_path: Pat
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=10) == 0
+
+
+def test_check_without_a_token_still_answers_in_json(cli: Cli) -> None:
+    run = cli.run("check", "--json", env={"HEROKU_API_KEY": ""})
+    assert run.code == 78
+    report = orjson.loads(run.stdout)
+    assert report["ok"] is False and report["steps"][0]["name"] == "token"
+    assert "HEROKU_API_KEY" in report["steps"][0]["detail"]

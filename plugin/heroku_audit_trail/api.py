@@ -154,6 +154,7 @@ class HerokuClient:
         self.session = session or requests.Session()
         self.session.trust_env = False  # no proxy or netrc surprises: auth is ours alone
         self._auth = {"Authorization": f"Bearer {token.reveal()}"}
+        self.token_source = token.source
         self.requests_made = 0
         self.rate_limit_remaining: int | None = None
         self.last_request_id: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -85,18 +86,33 @@ def diagnose(
     return EX_OK, steps, facts
 
 
-def run_check(settings: Settings, client: HerokuClient, as_json: bool) -> int:
+def report(
+    enterprise: str, code: int, steps: list[Step], facts: dict[str, Any], as_json: bool
+) -> None:
+    if as_json:
+        record = {"ok": code == EX_OK, "exit_code": code, **facts}
+        record["steps"] = [asdict(step) for step in steps]
+        sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    else:
+        lines = [f"{enterprise}: {'OK, polling will work' if code == EX_OK else 'FAILED'}"]
+        lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
+        sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def run_check(settings: Settings, make_client: Callable[[], HerokuClient], as_json: bool) -> int:
+    """Diagnose each enterprise account; the token's absence is a failed step, too."""
+    try:
+        client = make_client()
+    except AuditTrailError as error:
+        for enterprise in settings.enterprises:
+            step = Step("token", "fail", str(error))
+            report(enterprise, error.exit_code, [step], {"enterprise": enterprise}, as_json)
+        return error.exit_code
     first_failure = EX_OK
     for enterprise in settings.enterprises:
         code, steps, facts = diagnose(settings, client, enterprise)
+        steps.insert(0, Step("token", "ok", f"read from {client.token_source}"))
         first_failure = first_failure or code
-        if as_json:
-            record = {"ok": code == EX_OK, "exit_code": code, **facts}
-            record["steps"] = [asdict(step) for step in steps]
-            sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-        else:
-            lines = [f"{enterprise}: {'OK, polling will work' if code == EX_OK else 'FAILED'}"]
-            lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
-            sys.stdout.write("\n".join(lines) + "\n")
-        sys.stdout.flush()
+        report(enterprise, code, steps, facts, as_json)
     return first_failure

@@ -257,7 +257,7 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
     if args.command == "check":
         from heroku_audit_trail.check import run_check
 
-        return run_check(settings, make_client(settings, env), as_json=args.json)
+        return run_check(settings, lambda: make_client(settings, env), as_json=args.json)
     if args.command == "backfill":
         from heroku_audit_trail.archives import run_backfill
 
