@@ -16,7 +16,7 @@ from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.errors import ApiUnavailableError, ConfigError
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
-from heroku_audit_trail.poll import Poller, skip_reason
+from heroku_audit_trail.poll import Poller, due_enterprises, skip_reason
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 TODAY = NOW.date()
@@ -145,3 +145,24 @@ def test_skip_reason(elapsed: float, min_interval: float, skips: bool) -> None:
     state = State(partition={"enterprise": "acme"}, last_run={"started_at": started})
     assert (skip_reason(state, NOW, min_interval) is not None) is skips
     assert skip_reason(None, NOW, min_interval) is None
+
+
+def test_a_corrupt_state_fails_only_its_own_partition(tmp_path: Path) -> None:
+    StateStore(tmp_path, Partition("broken")).path.write_bytes(b"{not json")
+    client = FakeClient({TODAY: [event(TODAY, 1)]})
+    out = io.BytesIO()
+    enterprise_settings = settings(tmp_path, "broken", "acme")
+    poller = Poller(
+        enterprise_settings,
+        client,  # type: ignore[arg-type]
+        EventWriter(out, Log(stream=io.StringIO())),
+        Log(stream=io.StringIO()),
+        StopGuard(),
+        now=lambda: NOW,
+    )
+    due = due_enterprises(enterprise_settings, NOW, Log(stream=io.StringIO()))
+    assert due == ["broken", "acme"]
+    assert poller.run(due) == 65
+    assert [orjson.loads(line)["event"]["id"] for line in out.getvalue().splitlines()] == [
+        f"{TODAY}-1"
+    ]

@@ -54,7 +54,10 @@ def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
     due = []
     for enterprise in settings.enterprises:
         store = StateStore(settings.state_dir, Partition(enterprise, settings.filters))
-        reason = skip_reason(store.load(), now, settings.min_interval)
+        try:
+            reason = skip_reason(store.load(), now, settings.min_interval)
+        except AuditTrailError:
+            reason = None  # a corrupt or unreadable state is reported by its own partition's run
         if reason is None:
             due.append(enterprise)
         elif log.log_format == "text":
