@@ -194,34 +194,27 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         if value
     )
 
-    def pick(flag: Number | None, name: str, kind: Callable[[str], Number], low: Number) -> Number:
-        value = flag if flag is not None else _env_number(env, name, kind, low)
-        return value if value is not None else DEFAULTS[name]  # type: ignore[return-value]
+    def pick(flag: Number | None, name: str, low: Number, default: Number) -> Number:
+        """The flag, else the environment variable, else the default."""
+        value = flag if flag is not None else _env_number(env, name, type(default), low)
+        return default if value is None else value
 
     max_runtime = args.max_runtime
-    if max_runtime is None and args.command != "backfill":
-        max_runtime = pick(None, "HEROKU_AUDIT_MAX_RUNTIME", float, 1.0)
+    if max_runtime is None and args.command != "backfill":  # backfill: no deadline unless asked
+        max_runtime = pick(None, "HEROKU_AUDIT_MAX_RUNTIME", 1.0, 50.0)
     return Settings(
         enterprises=parse_enterprises(args.enterprise, env),
         api_url=api_url,
         state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
-        lookback_days=pick(args.lookback_days, "HEROKU_AUDIT_LOOKBACK_DAYS", int, 0),
-        min_interval=pick(args.min_interval, "HEROKU_AUDIT_MIN_INTERVAL", float, 0.0),
+        lookback_days=pick(args.lookback_days, "HEROKU_AUDIT_LOOKBACK_DAYS", 0, 1),
+        min_interval=pick(args.min_interval, "HEROKU_AUDIT_MIN_INTERVAL", 0.0, 60.0),
         filters=filters,
         output_format=args.output_format,
         include_original=args.include_original,
-        rate_limit_floor=pick(args.rate_limit_floor, "HEROKU_AUDIT_RATE_LIMIT_FLOOR", int, 0),
+        rate_limit_floor=pick(args.rate_limit_floor, "HEROKU_AUDIT_RATE_LIMIT_FLOOR", 0, 500),
         max_runtime=max_runtime,
         token_file=args.token_file,
     )
-
-
-DEFAULTS: dict[str, float] = {
-    "HEROKU_AUDIT_LOOKBACK_DAYS": 1,
-    "HEROKU_AUDIT_MIN_INTERVAL": 60.0,
-    "HEROKU_AUDIT_RATE_LIMIT_FLOOR": 500,
-    "HEROKU_AUDIT_MAX_RUNTIME": 50.0,
-}
 
 
 def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
