@@ -110,7 +110,13 @@ class Cli:
             self.command(*args), env=full_env, capture_output=True, timeout=timeout, check=False
         )
         self.check_secret(done.stdout, done.stderr)
-        return Run(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
+        run = Run(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
+        if full_env.get("HEROKU_AUDIT_LOG_FORMAT") == "json":
+            # Shippers read stderr as JSON lines: every diagnostic must be one, and marked.
+            assert all(log["log.logger"] == "heroku-audit-trail" for log in run.logs), run.stderr
+        if done.returncode:
+            assert run.stderr.strip(), "a non-zero exit must say why on stderr"
+        return run
 
     def check_secret(self, *outputs: bytes) -> None:
         assert_secret_absent(self.token, *outputs, self.home)

@@ -230,3 +230,12 @@ def test_check_without_a_token_still_answers_in_json(cli: Cli) -> None:
     report = orjson.loads(run.stdout)
     assert report["ok"] is False and report["steps"][0]["name"] == "token"
     assert "HEROKU_API_KEY" in report["steps"][0]["detail"]
+
+
+def test_backfill_has_a_deadline_only_when_asked(cli: Cli, sim: Simulator) -> None:
+    sim.faults.latency = 0.6
+    since = utc_today() - timedelta(days=3)
+    stopped = cli.run("backfill", "--since", str(since), "--max-runtime", "1")
+    assert stopped.code == 75 and "max-runtime" in stopped.stderr
+    finished = cli.run("backfill", "--since", str(since), env={"HEROKU_AUDIT_MAX_RUNTIME": "1"})
+    assert finished.code == 0 and len(finished.ids) == 3 * sim.config.events_per_day

@@ -13,6 +13,7 @@ import orjson
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError
+from heroku_audit_trail.logs import log
 
 
 @dataclass
@@ -98,6 +99,9 @@ def report(
         lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
         sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+    failed = [step for step in steps if step.status == "fail"]
+    if failed:  # every non-zero exit says why on stderr too, where shippers look
+        log.error(failed[0].detail, enterprise=enterprise, check=failed[0].name, exit_code=code)
 
 
 def run_check(settings: Settings, make_client: Callable[[], HerokuClient], as_json: bool) -> int:
