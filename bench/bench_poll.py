@@ -1,5 +1,6 @@
-"""One poll of a 100k-event day end to end, as a ratio to the floor of fetching the same
-pages with plain requests + orjson. Both run against the simulator on 127.0.0.1 in this run.
+"""One poll of a full 100k-event day (yesterday, plus today so far) end to end, as a ratio
+to the floor of fetching the same pages with plain requests + orjson. Both run against the
+simulator on 127.0.0.1 in this run.
 
 Floor: a requests.Session following Next-Range with max=1000, orjson.loads each page and
 orjson.dumps each event to /dev/null. Ours: `python -m heroku_audit_trail poll` as a
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +34,23 @@ def floor_fetch(sim: Simulator) -> tuple[float, int]:
     session = requests.Session()
     headers = {**HEADERS, "Authorization": f"Bearer {DEMO_TOKEN}"}
     url = f"{sim.url}/enterprise-accounts/{sim.config.enterprise_id}/events"
-    day = datetime.now(timezone.utc).date().isoformat()
+    today = datetime.now(timezone.utc).date()
     started = time.perf_counter()
     count = 0
     with open(os.devnull, "wb") as sink:
-        range_header: str | None = None
-        while True:
-            extra = {"Range": range_header} if range_header else {}
-            response = session.get(url, params={"day": day}, headers={**headers, **extra})
-            for event in orjson.loads(response.content):
-                sink.write(orjson.dumps(event) + b"\n")
-                count += 1
-            next_range = response.headers.get("Next-Range")
-            if not next_range:
-                break
-            range_header = next_range.replace("max=200", "max=1000")
+        for day in (today - timedelta(days=1), today):
+            range_header: str | None = None
+            while True:
+                extra = {"Range": range_header} if range_header else {}
+                params = {"day": day.isoformat()}
+                response = session.get(url, params=params, headers={**headers, **extra})
+                for event in orjson.loads(response.content):
+                    sink.write(orjson.dumps(event) + b"\n")
+                    count += 1
+                next_range = response.headers.get("Next-Range")
+                if not next_range:
+                    break
+                range_header = next_range.replace("max=200", "max=1000")
     return time.perf_counter() - started, count
 
 
@@ -62,7 +65,7 @@ def ours(sim: Simulator) -> tuple[float, int, int]:
             "HEROKU_AUDIT_MIN_INTERVAL": "0",
             "HEROKU_AUDIT_LOG_FORMAT": "json",
         }
-        command = [sys.executable, "-m", "heroku_audit_trail", "poll", "--lookback-days", "0"]
+        command = [sys.executable, "-m", "heroku_audit_trail", "poll", "--lookback-days", "1"]
         started = time.perf_counter()
         with open(os.devnull, "wb") as sink:
             subprocess.run(command, env=env, stdout=sink, stderr=subprocess.DEVNULL, check=True)
@@ -73,9 +76,9 @@ def ours(sim: Simulator) -> tuple[float, int, int]:
 
 
 def measure(count: int) -> dict[str, Any]:
-    config = SimulatorConfig(seed=1, events_per_day=count, history_days=0)
+    config = SimulatorConfig(seed=1, events_per_day=count, history_days=1)
     with Simulator(config) as sim:
-        sim.events_for_day(datetime.now(timezone.utc).date())  # generate before timing
+        sim.all_events()  # generate before timing
         floor_s, fetched = floor_fetch(sim)
         ours_s, state_bytes, peak_kib = ours(sim)
     return {
