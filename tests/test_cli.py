@@ -76,3 +76,16 @@ def test_flag_wins_over_environment(tmp_path: Path) -> None:
     assert settings.max_runtime == 50 and settings.rate_limit_floor == 500
     backfill = cli.build_parser().parse_args(["backfill", "--since", "2026-01-01"])
     assert cli.build_settings(backfill, env(tmp_path)).max_runtime is None
+
+
+def test_masking_ignores_secrets_too_short_to_be_tokens() -> None:
+    from heroku_audit_trail.logs import Log
+
+    stream = io.StringIO()
+    masked = Log("json", stream)
+    masked.add_secret("x")
+    masked.add_secret(TOKEN)
+    masked.error(f"exit with {TOKEN}", exit_code=70)
+    record = orjson.loads(stream.getvalue())
+    assert record["exit_code"] == 70 and TOKEN not in stream.getvalue()
+    assert "[REDACTED]" in record["message"]

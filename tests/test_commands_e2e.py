@@ -239,3 +239,20 @@ def test_backfill_has_a_deadline_only_when_asked(cli: Cli, sim: Simulator) -> No
     assert stopped.code == 75 and "max-runtime" in stopped.stderr
     finished = cli.run("backfill", "--since", str(since), env={"HEROKU_AUDIT_MAX_RUNTIME": "1"})
     assert finished.code == 0 and len(finished.ids) == 3 * sim.config.events_per_day
+
+
+def test_started_without_stdout_exits_74(cli: Cli) -> None:
+    import os
+    import subprocess
+
+    done = subprocess.run(
+        cli.command("poll"),
+        env=cli.base_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+        preexec_fn=lambda: os.close(1),  # as `heroku-audit-trail poll >&-`
+    )
+    assert done.returncode == 74
+    assert b"stdout is closed" in done.stderr and b"Traceback" not in done.stderr
+    assert cli.state_bytes() == {}

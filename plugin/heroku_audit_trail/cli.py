@@ -27,7 +27,7 @@ from heroku_audit_trail.errors import (
     OutputClosedError,
 )
 from heroku_audit_trail.logs import log
-from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller, due_enterprises, utc_now
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> in
     if not due:
         return 0
     client = make_client(settings, env)
-    writer = EventWriter(sys.stdout.buffer, log)
+    writer = EventWriter(stdout_binary(), log)
     return Poller(settings, client, writer, log, guard).run(due)
 
 
@@ -254,7 +254,7 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
     if args.command == "backfill":
         from heroku_audit_trail.archives import run_backfill
 
-        writer = EventWriter(sys.stdout.buffer, log)
+        writer = EventWriter(stdout_binary(), log)
         return run_backfill(
             settings,
             make_client(settings, env),
@@ -274,8 +274,8 @@ def _silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError, AttributeError):
+        pass  # no stdout at all: nothing will be flushed
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 from heroku_audit_trail.api import Deadline, HerokuClient
 from heroku_audit_trail.config import Secret, Settings
 from heroku_audit_trail.logs import log
-from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 
@@ -33,7 +32,7 @@ def run_demo(seed: int, guard: StopGuard) -> int:
         client = HerokuClient(
             simulator.url, Secret(DEMO_TOKEN, "demo"), deadline=Deadline(settings.max_runtime)
         )
-        writer = EventWriter(sys.stdout.buffer, log)
+        writer = EventWriter(stdout_binary(), log)
         code = Poller(settings, client, writer, log, guard).run(settings.enterprises)
         log.info(
             f"demo: printed {writer.lines_written} events from a local Heroku API simulator "

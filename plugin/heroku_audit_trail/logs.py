@@ -10,6 +10,7 @@ import orjson
 
 LOGGER_NAME = "heroku-audit-trail"
 REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 8
 
 
 class Log:
@@ -21,7 +22,8 @@ class Log:
         self._secrets: list[str] = []
 
     def add_secret(self, secret: str) -> None:
-        if secret and secret not in self._secrets:
+        # Real tokens are long (a UUID, or HRKU-...); masking "x" would mangle every line.
+        if len(secret) >= MIN_SECRET_LENGTH and secret not in self._secrets:
             self._secrets.append(secret)
 
     def mask(self, text: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import signal
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
@@ -34,6 +35,13 @@ def _buf_size_for(length: int) -> str:
     while kib * 1024 < length + 1:
         kib *= 2
     return f"{kib // 1024}mb" if kib >= 1024 else f"{kib}k"
+
+
+def stdout_binary() -> BinaryIO:
+    """The binary stdout, or OutputClosedError when the process was started without one."""
+    if sys.stdout is None:
+        raise OutputClosedError("stdout is closed: nowhere to print events (exit 74)")
+    return sys.stdout.buffer
 
 
 class EventWriter:
