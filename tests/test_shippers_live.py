@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,10 +57,20 @@ def catcher() -> Iterator[ThreadingHTTPServer]:
     server.shutdown()
 
 
-def wait_for(predicate: object, seconds: float) -> None:
+def delivered(out_dir: Path) -> list[bytes]:
+    """Every line the shipper's file sink wrote so far."""
+    return [line for path in sorted(out_dir.glob("*")) for line in path.read_bytes().splitlines()]
+
+
+def run_shipper(argv: list[str], done: Callable[[], bool], seconds: float) -> tuple[bytes, bytes]:
+    """Start the shipper, wait until `done()` (or time is up), stop it with SIGTERM."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not predicate():  # type: ignore[operator]
+    while time.monotonic() < deadline and not done():
         time.sleep(0.5)
+    time.sleep(1)  # let a last flush land
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=90)
 
 
 @pytest.mark.skipif(shutil.which("fluent-bit") is None, reason="fluent-bit is not on PATH")
@@ -89,25 +99,14 @@ def test_fluent_bit_delivers_every_event_with_its_time(
             1,
         )
         (tmp_path / "fluent-bit.conf").write_text(conf)
-        out_file = tmp_path / "out" / "heroku_logs.jsonl"
         expected = window_ids(sim)
-        process = subprocess.Popen(
+        stdout, stderr = run_shipper(
             ["fluent-bit", "-c", str(tmp_path / "fluent-bit.conf")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            lambda: len(delivered(tmp_path / "out")) >= len(expected) and bool(Catcher.posts),
+            30,
         )
-
-        def delivered() -> int:
-            if not out_file.exists():
-                return 0
-            return len(out_file.read_bytes().splitlines())
-
-        wait_for(lambda: delivered() >= len(expected) and Catcher.posts, 30)
-        time.sleep(2)
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=60)
     assert DEMO_TOKEN.encode() not in stdout + stderr
-    records = [orjson.loads(line) for line in out_file.read_bytes().splitlines()]
+    records = [orjson.loads(line) for line in delivered(tmp_path / "out")]
     assert {record["event"]["id"] for record in records} == expected
     assert len(records) == len(expected)
     shown = [orjson.loads(line) for line in stdout.splitlines() if line.startswith(b"{")]
@@ -142,23 +141,12 @@ def test_vector_delivers_every_event_with_its_time(tmp_path: Path) -> None:
         tomllib.loads(doc)
         (tmp_path / "vector.toml").write_text(doc)
         expected = window_ids(sim)
-        process = subprocess.Popen(
+        run_shipper(
             ["vector", "--config", str(tmp_path / "vector.toml")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            lambda: len(delivered(tmp_path / "out")) >= len(expected),
+            60,
         )
-
-        def delivered() -> int:
-            return sum(len(p.read_bytes().splitlines()) for p in (tmp_path / "out").glob("*"))
-
-        wait_for(lambda: (tmp_path / "out").exists() and delivered() >= len(expected), 60)
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=90)
-    records = [
-        orjson.loads(line)
-        for path in (tmp_path / "out").glob("*")
-        for line in path.read_bytes().splitlines()
-    ]
+    records = [orjson.loads(line) for line in delivered(tmp_path / "out")]
     assert {record["event"]["id"] for record in records} == expected
     for record in records:
         assert "pid" not in record and "stream" not in record
@@ -180,18 +168,11 @@ def test_fluent_bit_yaml_twin_delivers_every_event(tmp_path: Path) -> None:
         doc = doc.replace("/var/log/heroku-audit-trail", str(tmp_path / "out"))
         doc = doc.replace("port: 8123", "port: 9")  # nothing listens: ClickHouse is not here
         (tmp_path / "fluent-bit.yaml").write_text(doc)
-        out_file = tmp_path / "out" / "heroku_logs.jsonl"
         expected = window_ids(sim)
-        process = subprocess.Popen(
+        run_shipper(
             ["fluent-bit", "-c", str(tmp_path / "fluent-bit.yaml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(
-            lambda: out_file.exists() and len(out_file.read_bytes().splitlines()) >= len(expected),
+            lambda: len(delivered(tmp_path / "out")) >= len(expected),
             30,
         )
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    records = [orjson.loads(line) for line in out_file.read_bytes().splitlines()]
+    records = [orjson.loads(line) for line in delivered(tmp_path / "out")]
     assert sorted(record["event"]["id"] for record in records) == sorted(expected)
