@@ -1,58 +1,85 @@
 """A local Heroku Platform API for the audit trail (DESIGN §7): a real HTTP server on loopback.
 
-It serves what `reference/heroku-api.md` records — account lookup by name or id, `/events`
-by day with filters, `Range`/`206`/`Next-Range` pages, `ETag`/`304`, a 4500-token rate limit,
-`{id, message, url}` errors, the monthly archives with SHA-256 checksums — plus fault switches.
+It serves what `reference/heroku-api.md` records: account lookup by name or id, `/events` by
+day with filters, `Range`/`206`/`Next-Range` pages, `ETag`/`304`, a 4500-token rate limit,
+`{id, message, url}` errors, the monthly archives with SHA-256 checksums, plus fault switches.
 Tests, benchmarks, `demo` and users trying a shipper config all use it.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import base64
 import hashlib
 import random
 import re
 import signal
+import socket
 import sys
 import threading
 import time
 import uuid
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
+from http.client import responses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
+from operator import itemgetter
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
-from heroku_audit_trail.eventgen import generate_day
+from heroku_audit_trail.eventgen import (
+    archive_created_at,
+    archive_file,
+    generate_day,
+    generate_late,
+    matches,
+)
 
 DEMO_TOKEN = "HRKU-simulator-demo-token-0000000000000000"
 NO_ACCESS_TOKEN = "HRKU-simulator-no-access-token-000000000000"
 DOCS = "https://devcenter.heroku.com/articles/platform-api-reference"
-_RANGE_RE = re.compile(r"\s*(?:id\s*)?(\]?)([^.;\s]*)\.\.\s*(?:;\s*(.*))?")
+JSON = "application/json; charset=utf-8"
+NOT_ACCEPTABLE_MESSAGE = (
+    "Please set Accept: application/vnd.heroku+json; version=3 header and try again."
+)
+FORBIDDEN_MESSAGE = "You do not have access to the enterprise account requested."
+RATE_LIMIT_MESSAGE = (
+    "Your account reached the API rate limit\nPlease wait a few minutes before making new requests"
+)
+# `version=3` and its variants (`3.sdk`), but not `version=30`.
+_ACCEPT_RE = re.compile(r"application/vnd\.heroku\+json\s*;\s*version=3(?:\.[\w-]+)?(?![\w.])")
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# `[id ][]]<first>..[<last>][; max=N][,order=asc]` (reference §2); the attribute is optional
+# because Next-Range values, sent back as they are, carry none.
+_RANGE_RE = re.compile(
+    r"(?:(?P<attr>[A-Za-z_]+)\s+)?(?P<exclusive>\]?)(?P<first>[^\s.;,\[\]]*)"
+    r"\.\.(?P<last>[^\s.;,\[\]]*)\s*(?P<options>[;,].*)?"
+)
+# What a misbehaving proxy sends: a 200 that claims JSON and is a web page.
+_NOT_JSON = b"<!DOCTYPE html><html><body><h1>Application error</h1></body></html>"
 
 
 @dataclass
 class Faults:
-    """Switches a test (or `simulate` flags) can flip at any time."""
+    """Switches a test (or `simulate` flags) can flip at any time, from any thread."""
 
-    error_rate: float = 0.0
+    error_rate: float = 0.0  # share of API requests answered with error_status
     error_status: int = 503
-    rate_limit_burst: int = 0
-    retry_after: float | None = None
-    latency: float = 0.0
-    cut_rate: float = 0.0
-    invalid_json_rate: float = 0.0
-    envelope: bool = False
+    rate_limit_burst: int = 0  # the next N API requests get 429 (counts down)
+    retry_after: float | None = None  # Retry-After seconds on 429s; None: no header
+    latency: float = 0.0  # seconds slept before every response but /account/rate-limits
+    cut_rate: float = 0.0  # share of /events bodies cut in half, then the connection closed
+    invalid_json_rate: float = 0.0  # share of /events answered 200 with a body that is not JSON
+    envelope: bool = False  # /events answers {"data": [...]}
+    # After this many /events requests, add late_count events to late_day (default yesterday)
+    # once; the switch then goes back to None, so setting it again arms it again.
     late_after_requests: int | None = None
     late_count: int = 3
     late_day: date | None = None
-    rate_limit_remaining: int | None = None
+    rate_limit_remaining: int | None = None  # reported instead of the bucket's level (no 429s)
 
 
 def _seeded_id(seed: int) -> str:
@@ -61,9 +88,11 @@ def _seeded_id(seed: int) -> str:
 
 @dataclass
 class SimulatorConfig:
+    """What the simulated account looks like; fixed once the simulator is built."""
+
     seed: int = 1
     events_per_day: int = 40
-    history_days: int = 3
+    history_days: int = 3  # days before today (UTC) with events; today has events too
     enterprise_name: str = "acme"
     enterprise_id: str = ""  # derived from the seed when empty
     token: str = DEMO_TOKEN
@@ -72,112 +101,160 @@ class SimulatorConfig:
     max_page_size: int = 1000
     rate_limit_capacity: int = 4500
     refill_per_minute: float = 75.0
-    archive_layout: str = "array"
-    missing_archive_months: tuple[str, ...] = ()
-    bad_checksum_months: tuple[str, ...] = ()
+    archive_layout: str = "array"  # decompressed archive: "array" [...] or "entries" {"entries"}
+    missing_archive_months: tuple[str, ...] = ()  # "YYYY-MM" months with no archive
+    bad_checksum_months: tuple[str, ...] = ()  # "YYYY-MM" months whose checksum is wrong
     host: str = "127.0.0.1"
-    port: int = 0
+    port: int = 0  # 0: a free ephemeral port
 
     def __post_init__(self) -> None:
         if not self.enterprise_id:
             self.enterprise_id = _seeded_id(self.seed)
-
-
-class _Reply(Exception):
-    """Raised inside a handler to send an error response."""
-
-    def __init__(self, status: int, error_id: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error_id, self.message = status, error_id, message
+        if self.archive_layout not in ("array", "entries"):
+            raise ValueError(
+                f"archive_layout must be 'array' or 'entries', not {self.archive_layout!r}"
+            )
 
 
 @dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    cut: bool = False  # send the full Content-Length, write half the body, close
+
+
+def _json(value: Any, status: int = 200) -> _Response:
+    return _Response(status, orjson.dumps(value), {"Content-Type": JSON})
+
+
+class _Reply(Exception):
+    """Raised while handling a request to answer with Heroku's `{id, message, url}` error."""
+
+    def __init__(self, status: int, error_id: str, message: str, anchor: str = "") -> None:
+        super().__init__(message)
+        self.response = _json({"id": error_id, "message": message, "url": DOCS + anchor}, status)
+
+
+def _not_found(what: str = "The requested API endpoint was not found.") -> _Reply:
+    return _Reply(404, "not_found", what)
+
+
+def _bad_range(message: str) -> _Reply:
+    return _Reply(416, "requested_range_not_satisfiable", message, "#ranges")
+
+
 class _Bucket:
-    capacity: int
-    per_second: float
-    tokens: float = field(init=False)
-    stamp: float = field(default_factory=time.monotonic)
+    """Heroku's token pool: `capacity` tokens, refilled continuously, one taken per call."""
 
-    def __post_init__(self) -> None:
-        self.tokens = float(self.capacity)
+    def __init__(self, capacity: int, per_minute: float) -> None:
+        self.capacity = capacity
+        self.per_second = per_minute / 60
+        self.tokens = float(capacity)
+        self.stamp = time.monotonic()
 
-    def take(self) -> bool:
+    def level(self) -> int:
         now = time.monotonic()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.per_second)
         self.stamp = now
-        if self.tokens < 1:
+        return int(self.tokens)
+
+    def take(self) -> bool:
+        if self.level() < 1:
             return False
         self.tokens -= 1
         return True
 
 
 class Simulator:
+    """The fake API on a background thread: `with Simulator(config, faults) as sim: sim.url`.
+
+    `events_for_day` and `all_events` are the ground truth tests compare against; `faults`
+    may be changed while it serves; `request_log` records every request without credentials.
+    """
+
     def __init__(self, config: SimulatorConfig | None = None, faults: Faults | None = None) -> None:
         self.config = config or SimulatorConfig()
         self.faults = faults or Faults()
         self.url = ""
-        self.request_log: list[dict[str, Any]] = []
+        self.request_log: list[dict[str, Any]] = []  # never holds credentials
         self.started_at = datetime.now(timezone.utc)
         self.today = self.started_at.date()
-        self._lock = threading.Lock()
-        self._rng = random.Random(self.config.seed)
+        # One re-entrant lock for all shared state: requests are served on many threads.
+        self._lock = threading.RLock()
+        self._rng = random.Random(f"faults:{self.config.seed}")  # reproducible fault decisions
         self._days: dict[date, list[dict[str, Any]]] = {}
-        self._late_done = False
-        self._bucket = _Bucket(self.config.rate_limit_capacity, self.config.refill_per_minute / 60)
-        self._archive_files: dict[str, bytes] = {}
-        self._sorted: dict[tuple[object, ...], tuple[int, list[dict[str, Any]]]] = {}
-        self._server: ThreadingHTTPServer | None = None
+        self._pages: dict[tuple[Any, ...], tuple[int, list[str], list[dict[str, Any]]]] = {}
+        self._archives: dict[str, tuple[int, dict[str, Any], bytes]] = {}
+        self._generation = 0  # bumped by add_events: cached archives are then stale
+        self._late_batches = 0
+        self._events_requests = 0
+        self._bucket = _Bucket(self.config.rate_limit_capacity, self.config.refill_per_minute)
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    # -- ground truth ---------------------------------------------------------------------
+    # -- ground truth -----------------------------------------------------------------------
 
     @property
     def account(self) -> dict[str, str]:
         return {"id": self.config.enterprise_id, "name": self.config.enterprise_name}
 
     def _day(self, day: date) -> list[dict[str, Any]]:
-        with self._lock:
-            if day not in self._days:
-                in_history = self.today - timedelta(days=self.config.history_days) <= day
-                if in_history and day <= self.today:
-                    cutoff = self.started_at if day == self.today else None
-                    self._days[day] = generate_day(
-                        self.config.seed, day, self.config.events_per_day, self.account, cutoff
-                    )
-                else:
-                    self._days[day] = []
-            return self._days[day]
+        """The stored events of `day`, generated on first use (call with the lock held)."""
+        events = self._days.get(day)
+        if events is None:
+            events = []
+            if self.today - timedelta(days=self.config.history_days) <= day <= self.today:
+                cutoff = self.started_at if day == self.today else None
+                events = generate_day(
+                    self.config.seed, day, self.config.events_per_day, self.account, cutoff
+                )
+            self._days[day] = events
+        return events
 
-    def events_for_day(self, day: date) -> list[dict[str, Any]]:
-        return [dict(event) for event in self._day(day)]
-
-    def all_events(self) -> list[dict[str, Any]]:
+    def _days_with_events(self) -> list[date]:
         first = self.today - timedelta(days=self.config.history_days)
         days = {first + timedelta(days=n) for n in range(self.config.history_days + 1)}
-        days |= set(self._days)
-        return [event for day in sorted(days) for event in self.events_for_day(day)]
+        with self._lock:
+            days |= {day for day, events in self._days.items() if events}
+        return sorted(days)
+
+    def events_for_day(self, day: date) -> list[dict[str, Any]]:
+        """Every event the API would return for `day`, unfiltered, as deep copies."""
+        with self._lock:
+            encoded = orjson.dumps(self._day(day))
+        result: list[dict[str, Any]] = orjson.loads(encoded)
+        return result
+
+    def all_events(self) -> list[dict[str, Any]]:
+        return [event for day in self._days_with_events() for event in self.events_for_day(day)]
 
     def add_events(self, day: date, count: int) -> list[dict[str, Any]]:
-        """Late events: new ids inside `day`, visible from the next request on."""
-        existing = self._day(day)
-        seed = self._rng.getrandbits(32)
-        fresh = generate_day(seed, day, count, self.account)
+        """Late events: `count` new ids inside `day` (none in the future), visible at once."""
         with self._lock:
-            existing.extend(fresh)
-        return [dict(event) for event in fresh]
+            self._late_batches += 1
+            seed = f"{self.config.seed}:{self._late_batches}"
+            fresh = generate_late(seed, day, count, self.account, datetime.now(timezone.utc))
+            self._day(day).extend(fresh)
+            self._generation += 1
+            encoded = orjson.dumps(fresh)
+        result: list[dict[str, Any]] = orjson.loads(encoded)
+        return result
 
     def events_requests(self) -> int:
-        return sum(1 for entry in self.request_log if entry["path"].endswith("/events"))
+        """How many /events requests were answered, whatever the status."""
+        return self._events_requests
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> str:
-        handler = type("Handler", (_Handler,), {"simulator": self})
-        self._server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.url = f"http://{self.config.host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = _Server(self)
+        host = self.config.host
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self._server.server_port}"
+        # A short poll interval so that stop() returns quickly.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self.url
 
@@ -186,6 +263,9 @@ class Simulator:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 
     def __enter__(self) -> Simulator:
         self.start()
@@ -194,33 +274,102 @@ class Simulator:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # -- request handling (called from server threads) ------------------------------------
+    # -- requests (called on the server's threads) -----------------------------------------
 
-    def _chance(self, rate: float) -> bool:
-        with self._lock:
-            return rate > 0 and self._rng.random() < rate
-
-    def handle(self, handler: _Handler) -> tuple[int, dict[str, str], bytes]:
-        parts = urlsplit(handler.path)
-        path = parts.path
-        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        if path.startswith("/archive-files/"):
-            body = self._archive_files.get(path)
-            if body is None:
-                raise _Reply(404, "not_found", "No such archive file.")
-            return 200, {"Content-Type": "application/gzip"}, body
-        self._authenticate(handler.headers.get("Authorization", ""))
-        accept = handler.headers.get("Accept", "")
-        if not re.search(r"application/vnd\.heroku\+json;\s*version=3", accept):
-            raise _Reply(
-                406,
-                "not_acceptable",
-                "Please set Accept: application/vnd.heroku+json; version=3 and try again.",
-            )
-        if path == "/account/rate-limits":
-            return 200, {}, orjson.dumps({"remaining": self._remaining()})
-        if self.faults.latency:
+    def respond(self, method: str, target: str, headers: dict[str, str | None]) -> _Response:
+        """Answer one request, then log it: method, path, query, status, Range, If-None-Match."""
+        parts = urlsplit(target)
+        query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+        is_file = parts.path.startswith("/archive-files/")
+        if parts.path != "/account/rate-limits" and self.faults.latency > 0:
             time.sleep(self.faults.latency)
+        try:
+            if is_file:
+                response = self._archive_file(method, parts.path)
+            else:
+                response = self._api(method, parts.path, query, headers)
+        except _Reply as reply:
+            response = reply.response
+        if not is_file:  # archive files come from elsewhere (S3), without the API's headers
+            response.headers.setdefault("Content-Type", JSON)
+            response.headers["Request-Id"] = str(uuid.uuid4())
+            response.headers["RateLimit-Remaining"] = str(self._remaining())
+            if response.status == 429 and self.faults.retry_after is not None:
+                response.headers["Retry-After"] = f"{self.faults.retry_after:g}"
+        entry = {
+            "method": method,
+            "path": parts.path,
+            "query": query,
+            "status": response.status,
+            "range": headers.get("range"),
+            "if_none_match": headers.get("if-none-match"),
+        }
+        with self._lock:
+            if parts.path.endswith("/events"):
+                self._events_requests += 1
+            self.request_log.append(entry)
+        return response
+
+    def _api(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str | None]
+    ) -> _Response:
+        if method != "GET":
+            raise _Reply(405, "method_not_allowed", f"{method} is not supported: read-only API.")
+        has_access = self._authenticate(headers.get("authorization"))
+        if not _ACCEPT_RE.search(headers.get("accept") or ""):
+            raise _Reply(406, "not_acceptable", NOT_ACCEPTABLE_MESSAGE)
+        if path == "/account/rate-limits":  # free: it costs no token and has no faults
+            return _json({"remaining": self._remaining()})
+        self._charge()
+        if self._chance(self.faults.error_rate):
+            status = self.faults.error_status
+            message = "Simulated failure (the error_rate fault switch)."
+            error_id = responses.get(status, "error").lower().replace(" ", "_")
+            raise _Reply(status, error_id, message)  # e.g. service_unavailable
+        segments = [unquote(segment) for segment in path.split("/")[1:]]
+        if segments == ["enterprise-accounts"]:
+            return _json([self._account_body()] if has_access else [])
+        if len(segments) < 2 or segments[0] != "enterprise-accounts":
+            raise _not_found()
+        # Plain equality: any other name (`../x`, spaces, 300 characters) is simply not found.
+        if segments[1] not in (self.config.enterprise_id, self.config.enterprise_name):
+            raise _not_found("Couldn't find that enterprise account.")
+        if not has_access:
+            raise _Reply(403, "forbidden", FORBIDDEN_MESSAGE, "#clients")
+        rest = segments[2:]
+        if not rest:
+            return _json(self._account_body())
+        if rest == ["events"]:
+            return self._events(query, headers)
+        if rest == ["archives"]:
+            return _json([self._archive(month)[0] for month in self._archive_months()])
+        if len(rest) == 3 and rest[0] == "archives":
+            month = f"{rest[1]}-{rest[2]}"  # year and zero-padded month, as the CLI sends them
+            if month not in self._archive_months():
+                raise _not_found("Couldn't find that archive.")
+            return _json(self._archive(month)[0])
+        raise _not_found()
+
+    def _authenticate(self, header: str | None) -> bool:
+        """True for the configured token, False for NO_ACCESS_TOKEN, a 401 for anything else."""
+        scheme, _, credentials = (header or "").strip().partition(" ")
+        token = ""
+        if scheme.lower() == "bearer":
+            token = credentials.strip()
+        elif scheme.lower() == "basic":  # `curl -n`: netrc login (email) and token as password
+            try:
+                token = base64.b64decode(credentials.strip(), validate=True).decode()
+            except ValueError:
+                token = ""
+            token = token.partition(":")[2]
+        if token and token == self.config.token:
+            return True
+        if token == NO_ACCESS_TOKEN:
+            return False
+        raise _Reply(401, "unauthorized", "Invalid credentials provided.", "#clients")
+
+    def _charge(self) -> None:
+        """Take one token (or one from the 429 burst), else answer 429."""
         with self._lock:
             if self.faults.rate_limit_burst > 0:
                 self.faults.rate_limit_burst -= 1
@@ -228,52 +377,20 @@ class Simulator:
             else:
                 limited = not self._bucket.take()
         if limited:
-            raise _Reply(
-                429,
-                "rate_limit",
-                "Your account reached the API rate limit\n"
-                "Please wait a few minutes before making new requests",
-            )
-        if self._chance(self.faults.error_rate):
-            raise _Reply(self.faults.error_status, "internal_server_error", "Internal error.")
-        segments = [unquote(segment) for segment in path.strip("/").split("/")]
-        if len(segments) < 2 or segments[0] != "enterprise-accounts":
-            raise _Reply(404, "not_found", "The requested API endpoint was not found.")
-        if handler.headers.get("Authorization", "").endswith(NO_ACCESS_TOKEN):
-            raise _Reply(
-                403, "forbidden", "You do not have access to the enterprise account requested."
-            )
-        if segments[1] not in (self.config.enterprise_id, self.config.enterprise_name):
-            raise _Reply(404, "not_found", "Couldn't find that enterprise account.")
-        rest = segments[2:]
-        if not rest:
-            return 200, {}, orjson.dumps(self._account_body())
-        if rest == ["events"]:
-            return self._events(query, handler.headers.get("Range"), handler)
-        if rest[0] == "archives":
-            return self._archives(rest[1:])
-        raise _Reply(404, "not_found", "The requested API endpoint was not found.")
-
-    def _authenticate(self, header: str) -> None:
-        scheme, _, value = header.partition(" ")
-        token = value.strip()
-        if scheme.lower() == "basic":
-            import base64
-
-            try:
-                token = base64.b64decode(token).decode().partition(":")[2]
-            except ValueError:
-                token = ""
-        if token not in (self.config.token, NO_ACCESS_TOKEN):
-            raise _Reply(401, "unauthorized", "Invalid credentials provided.")
+            raise _Reply(429, "rate_limit", RATE_LIMIT_MESSAGE, "#rate-limits")
 
     def _remaining(self) -> int:
-        if self.faults.rate_limit_remaining is not None:
-            return self.faults.rate_limit_remaining
-        return int(self._bucket.tokens)
+        with self._lock:
+            level = self._bucket.level()
+        override = self.faults.rate_limit_remaining
+        return level if override is None else override
+
+    def _chance(self, rate: float) -> bool:
+        with self._lock:
+            return rate > 0 and self._rng.random() < rate
 
     def _account_body(self) -> dict[str, Any]:
-        created = (self.today - timedelta(days=900)).isoformat() + "T00:00:00Z"
+        created = f"{self.today - timedelta(days=900)}T09:12:44Z"
         return {
             **self.account,
             "created_at": created,
@@ -283,229 +400,274 @@ class Simulator:
             "identity_provider": None,
         }
 
-    def _events(
-        self, query: dict[str, str], range_header: str | None, handler: _Handler
-    ) -> tuple[int, dict[str, str], bytes]:
-        with self._lock:
-            late = self.faults.late_after_requests
-            if late is not None and not self._late_done and self.events_requests() >= late:
-                self._late_done = True
-                run_late = True
-            else:
-                run_late = False
-        if run_late:
-            self.add_events(
-                self.faults.late_day or self.today - timedelta(days=1), self.faults.late_count
-            )
-        try:
-            day = date.fromisoformat(query.get("day", self.today.isoformat()))
-        except ValueError:
-            raise _Reply(422, "invalid_params", "day must be formatted as YYYY-MM-DD.") from None
-        events = self._sorted_day(day, query)
-        start, exclusive, page_max = self._parse_range(range_header)
-        ids = [event["id"] for event in events] if start else []
-        first = (bisect_right if exclusive else bisect_left)(ids, start) if start else 0
-        page, more = events[first : first + page_max], len(events) > first + page_max
-        body_value: Any = {"data": page} if self.faults.envelope else page
-        body = orjson.dumps(body_value)
-        headers = {"Accept-Ranges": "id", "ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
-        if handler.headers.get("If-None-Match") == headers["ETag"] and range_header is None:
-            return 304, {"ETag": headers["ETag"]}, b""
+    # -- /events ----------------------------------------------------------------------------
+
+    def _events(self, query: dict[str, str], headers: dict[str, str | None]) -> _Response:
+        self._add_late_events_when_due()
+        day = _parse_day(query.get("day"))
+        first, exclusive, last, page_max = self._parse_range(headers.get("range"))
+        ids, events = self._matching(day, query)
+        low = (bisect_right if exclusive else bisect_left)(ids, first)
+        high = len(ids) if last is None else bisect_right(ids, last)
+        end = min(high, low + page_max)
+        page = events[low:end]
+        body = orjson.dumps({"data": page} if self.faults.envelope else page)
+        etag = f'"{hashlib.sha256(body).hexdigest()}"'
+        if _etag_matches(headers.get("if-none-match"), etag):
+            return _Response(304, b"", {"ETag": etag})
         if self._chance(self.faults.invalid_json_rate):
-            return 200, headers, body[: max(1, len(body) // 2)] + b"<html>"
-        if more:
-            headers["Next-Range"] = f"]{page[-1]['id']}..; max={page_max}"
+            return _Response(200, _NOT_JSON)
+        response = _Response(206 if end < high else 200, body, {"Accept-Ranges": "id"})
+        response.headers["ETag"] = etag
         if page:
-            headers["Content-Range"] = f"id {page[0]['id']}..{page[-1]['id']}"
-        return (206 if more else 200), headers, body
+            first_id, last_id = page[0]["id"], page[-1]["id"]
+            response.headers["Content-Range"] = f"id {first_id}..{last_id}; max={page_max}"
+        if end < high:
+            response.headers["Next-Range"] = f"]{page[-1]['id']}..{last or ''}; max={page_max}"
+        response.cut = self._chance(self.faults.cut_rate)
+        return response
 
-    def _sorted_day(self, day: date, query: dict[str, str]) -> list[dict[str, Any]]:
-        """The day's matching events by id (ranges are by id, not time), cached until it grows."""
-        events = self._day(day)
-        key = (day, query.get("type"), query.get("action"), query.get("actor"))
+    def _add_late_events_when_due(self) -> None:
         with self._lock:
-            cached = self._sorted.get(key)
-            if cached is None or cached[0] != len(events):
-                matching = sorted(
-                    (event for event in events if _matches(event, query)),
-                    key=lambda event: event["id"],
-                )
-                cached = self._sorted[key] = (len(events), matching)
-        return cached[1]
+            after = self.faults.late_after_requests
+            if after is None or self._events_requests < after:
+                return
+            self.faults.late_after_requests = None  # once per arming
+            day = self.faults.late_day or self.today - timedelta(days=1)
+            self.add_events(day, self.faults.late_count)
 
-    def _parse_range(self, header: str | None) -> tuple[str, bool, int]:
-        """`id ]<start>..; max=N`: (start id, whether the start is excluded, page size)."""
+    def _parse_range(self, header: str | None) -> tuple[str, bool, str | None, int]:
+        """`id ]<first>..<last>; max=N`: (first id, first excluded, last id, page size)."""
         if header is None:
-            return "", False, self.config.page_size
-        match = _RANGE_RE.fullmatch(header)
-        if match is None:
-            raise _Reply(416, "requested_range_not_satisfiable", "Invalid Range header.")
-        exclusive, start, options = match.groups()
+            return "", False, None, self.config.page_size
+        match = _RANGE_RE.fullmatch(header.strip())
+        if match is None or (match["attr"] or "id") != "id":
+            raise _bad_range("Invalid Range header: expected `id ]<id>..; max=<n>`.")
         page_max = self.config.page_size
-        for option in re.split(r"[;,]", options or ""):
-            key, _, value = option.strip().partition("=")
-            if key == "max":
-                if not value.isdigit() or not 0 < int(value) <= self.config.max_page_size:
-                    raise _Reply(416, "requested_range_not_satisfiable", "Invalid max in Range.")
+        for option in re.split(r"[;,]", match["options"] or ""):
+            key, _, value = (part.strip() for part in option.partition("="))
+            if not key:
+                continue  # `id ..; max=10;`: the trailing separator heroku3.py sends
+            if key == "max" and re.fullmatch(r"[0-9]{1,9}", value):
                 page_max = int(value)
-        return start, bool(exclusive), page_max
+                if not 1 <= page_max <= self.config.max_page_size:
+                    raise _bad_range(f"Range max must be 1 to {self.config.max_page_size}.")
+            elif key == "order" and value in ("asc", "desc"):
+                pass  # accepted; ids are random, so their order means nothing to a reader
+            else:
+                raise _bad_range(f"Unsupported Range option: {option.strip()!r}.")
+        return match["first"], bool(match["exclusive"]), match["last"] or None, page_max
 
-    def _archives(self, rest: list[str]) -> tuple[int, dict[str, str], bytes]:
-        months = self._archive_months()
-        if not rest:
-            return 200, {}, orjson.dumps([self._archive(m) for m in months])
-        if len(rest) == 2 and f"{rest[0]}-{rest[1]}" in months:
-            return 200, {}, orjson.dumps(self._archive(f"{rest[0]}-{rest[1]}"))
-        raise _Reply(404, "not_found", "Couldn't find that archive.")
+    def _matching(self, day: date, query: dict[str, str]) -> tuple[list[str], list[dict[str, Any]]]:
+        """The day's events that pass the filters, sorted by id (pages are ranges of ids, not
+        times), cached until the day grows."""
+        wanted = (query.get("type"), query.get("action"), query.get("actor"))
+        with self._lock:
+            events = self._day(day)
+            key = (day, *wanted)
+            cached = self._pages.get(key)
+            if cached is None or cached[0] != len(events):
+                chosen = sorted((e for e in events if matches(e, *wanted)), key=itemgetter("id"))
+                cached = self._pages[key] = (len(events), [e["id"] for e in chosen], chosen)
+            return cached[1], cached[2]
+
+    # -- archives ---------------------------------------------------------------------------
 
     def _archive_months(self) -> list[str]:
-        first = self.today - timedelta(days=self.config.history_days)
-        months = {
-            (first + timedelta(days=n)).strftime("%Y-%m")
-            for n in range(self.config.history_days)  # up to yesterday: cut at midnight UTC
-        }
+        """Months with days before today (the current month's archive stops at midnight UTC)."""
+        days = [day for day in self._days_with_events() if day < self.today]
+        months = {day.strftime("%Y-%m") for day in days}
         return sorted(months - set(self.config.missing_archive_months))
 
-    def _archive(self, month: str) -> dict[str, Any]:
-        year, month_number = month.split("-")
-        events = [
-            event
-            for event in self.all_events()
-            if event["created_at"][:7] == month and event["created_at"][:10] < str(self.today)
-        ]
-        random.Random(month).shuffle(events)  # "doesn't always list entries in order"
-        value: Any = {"entries": events} if self.config.archive_layout == "entries" else events
-        content = gzip.compress(orjson.dumps(value), mtime=0)
-        path = f"/archive-files/{hashlib.sha256(month.encode()).hexdigest()[:16]}/{month}.json.gz"
-        self._archive_files[path] = content
+    def _archive_path(self, month: str) -> str:
+        secret = f"{self.config.seed}:{self.config.enterprise_id}:{month}".encode()
+        return f"/archive-files/{hashlib.sha256(secret).hexdigest()[:24]}/{month}.json.gz"
+
+    def _archive(self, month: str) -> tuple[dict[str, Any], bytes]:
+        """The archive object and its gzip file for `month`, rebuilt after add_events."""
+        with self._lock:
+            cached = self._archives.get(month)
+            if cached is not None and cached[0] == self._generation:
+                return cached[1], cached[2]
+            days = [d for d in self._days_with_events() if d < self.today]
+            events = [e for d in days if d.strftime("%Y-%m") == month for e in self._day(d)]
+            generation = self._generation
+        content = archive_file(events, self.config.archive_layout, f"{self.config.seed}:{month}")
         checksum = hashlib.sha256(content).hexdigest()
         if month in self.config.bad_checksum_months:
             checksum = hashlib.sha256(content + b"tampered").hexdigest()
-        return {
+        year, number = month.split("-")
+        record = {
             "year": int(year),
-            "month": month_number,
-            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "url": self.url + path,
+            "month": number,
+            "created_at": archive_created_at(month, self.today),
+            "url": self.url + self._archive_path(month),
             "checksum": checksum,
             "size": len(content),
         }
+        with self._lock:
+            self._archives[month] = (generation, record, content)
+        return record, content
+
+    def _archive_file(self, method: str, path: str) -> _Response:
+        """The download behind an archive `url`: no auth, no rate limit, gzip bytes."""
+        if method != "GET":
+            raise _Reply(405, "method_not_allowed", f"{method} is not supported.")
+        month = path.rsplit("/", 1)[-1].removesuffix(".json.gz")
+        if month not in self._archive_months() or path != self._archive_path(month):
+            raise _not_found("No such archive file.")
+        return _Response(200, self._archive(month)[1], {"Content-Type": "application/gzip"})
 
 
-def _matches(event: dict[str, Any], query: dict[str, str]) -> bool:
-    actor = event.get("actor") or {}
-    return (
-        query.get("type", event.get("type")) == event.get("type")
-        and query.get("action", event.get("action")) == event.get("action")
-        and query.get("actor", actor.get("email")) == actor.get("email")
-    )
+def _parse_day(value: str | None) -> date:
+    if value is None:
+        return datetime.now(timezone.utc).date()  # "defaulting to current day"
+    if _DAY_RE.fullmatch(value):  # date.fromisoformat alone also takes 20260101 and weeks
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _Reply(422, "invalid_params", f"Invalid day {value!r}: expected YYYY-MM-DD.")
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, simulator: Simulator) -> None:
+        if ":" in simulator.config.host:
+            self.address_family = socket.AF_INET6
+        super().__init__((simulator.config.host, simulator.config.port), _Handler)
+        self.simulator = simulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that left is routine
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
-    simulator: Simulator
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"  # keep-alive like the real API: every body has a length
+    timeout = 120  # idle keep-alive connections do not hold a thread forever
+    # http.server's own errors (a malformed request) in the API's shape, not HTML.
+    error_content_type = JSON
+    error_message_format = (
+        '{"id":"bad_request","message":"Malformed HTTP request (%(code)d).","url":"' + DOCS + '"}'
+    )
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the request log is kept in memory
 
-    def do_GET(self) -> None:
-        sim = self.simulator
-        headers: dict[str, str] = {}
-        try:
-            status, headers, body = sim.handle(self)
-        except _Reply as reply:
-            status = reply.status
-            body = orjson.dumps({"id": reply.error_id, "message": reply.message, "url": DOCS})
-            if status == 429 and sim.faults.retry_after is not None:
-                headers["Retry-After"] = f"{sim.faults.retry_after:g}"
-        parts = urlsplit(self.path)
-        with sim._lock:
-            sim.request_log.append(
-                {
-                    "method": "GET",
-                    "path": parts.path,
-                    "query": {k: v[-1] for k, v in parse_qs(parts.query).items()},
-                    "status": status,
-                    "range": self.headers.get("Range"),
-                    "if_none_match": self.headers.get("If-None-Match"),
-                }
-            )
-        cut = status in (200, 206) and parts.path.endswith("/events")
-        cut = cut and sim._chance(sim.faults.cut_rate)
-        self.send_response(status)
-        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Request-Id", str(uuid.uuid4()))
-        if not parts.path.startswith("/archive-files/"):
-            self.send_header("RateLimit-Remaining", str(sim._remaining()))
-        for name, value in headers.items():
+    def _serve(self) -> None:
+        server = self.server
+        assert isinstance(server, _Server)
+        wanted = ("authorization", "accept", "range", "if-none-match")
+        headers = {name: self.headers.get(name) for name in wanted}
+        response = server.simulator.respond(self.command, self.path, headers)
+        self.send_response(response.status)
+        for name, value in response.headers.items():
             self.send_header(name, value)
-        if cut:
+        self.send_header("Content-Length", str(len(response.body)))
+        if response.cut or self.command != "GET":
+            # A cut body cannot be followed on the same connection; other methods may have
+            # sent a body this server never reads.
             self.send_header("Connection", "close")
-        self.end_headers()
-        if cut:
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
             self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def _refuse(self) -> None:
-        body = orjson.dumps({"id": "method_not_allowed", "message": "Only GET.", "url": DOCS})
-        self.send_response(405)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command == "HEAD":
+            return
+        self.wfile.write(
+            response.body[: len(response.body) // 2] if response.cut else response.body
+        )
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _serve
+
+
+# -- `heroku-audit-trail simulate` ---------------------------------------------------------
+
+
+def _number(kind: type[float] | type[int], low: float, high: float = float("inf")) -> Any:
+    """An argparse type: a number of `kind` from `low` to `high`."""
+
+    def parse(text: str) -> float | int:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+_share, _count, _seconds = _number(float, 0, 1), _number(int, 0), _number(float, 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--events-per-day", type=int, default=40)
-    parser.add_argument("--history-days", type=int, default=3)
-    parser.add_argument("--enterprise-name", default="acme")
-    parser.add_argument("--archive-layout", choices=["array", "entries"], default="array")
-    faults = parser.add_argument_group("faults")
-    faults.add_argument("--error-rate", type=float, default=0.0, help="share of 5xx answers")
-    faults.add_argument("--error-status", type=int, default=503)
-    faults.add_argument("--rate-limit-burst", type=int, default=0, help="next N requests get 429")
-    faults.add_argument("--retry-after", type=float, help="Retry-After seconds on 429s")
-    faults.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
-    faults.add_argument("--cut-rate", type=float, default=0.0, help="share of cut bodies")
-    faults.add_argument("--invalid-json-rate", type=float, default=0.0)
-    faults.add_argument("--envelope", action="store_true", help='answer {"data": [...]}')
-    faults.add_argument("--late-after-requests", type=int, help="then add late events")
-    faults.add_argument("--late-count", type=int, default=3)
+    """The flags of `simulate`; each is named after a SimulatorConfig or Faults field."""
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    add("--port", type=_count, default=8765, metavar="N", help="0: any free port (%(default)s)")
+    add("--seed", type=int, default=1, metavar="N", help="same seed, same events (%(default)s)")
+    add("--events-per-day", type=_count, default=40, metavar="N", help="(default %(default)s)")
+    add("--history-days", type=_count, default=3, metavar="N", help="days before today (3)")
+    add("--enterprise-name", default="acme", metavar="NAME", help="(default %(default)s)")
+    add(
+        "--archive-layout",
+        choices=["array", "entries"],
+        default="array",
+        help='archive files hold [...] or {"entries": [...]} (default %(default)s)',
+    )
+    faults = parser.add_argument_group("faults", "switches to try a shipper's error handling")
+    fault = faults.add_argument
+    fault("--error-rate", type=_share, default=0.0, metavar="SHARE", help="requests that fail")
+    fault("--error-status", type=int, default=503, metavar="CODE", help="their status (503)")
+    fault("--rate-limit-burst", type=_count, default=0, metavar="N", help="next N requests: 429")
+    fault("--retry-after", type=_seconds, metavar="SECONDS", help="Retry-After on 429s")
+    fault("--latency", type=_seconds, default=0.0, metavar="SECONDS", help="before each answer")
+    fault("--cut-rate", type=_share, default=0.0, metavar="SHARE", help="/events bodies cut")
+    fault("--invalid-json-rate", type=_share, default=0.0, metavar="SHARE", help="not JSON")
+    fault("--envelope", action="store_true", help='/events answers {"data": [...]}')
+    fault("--late-after-requests", type=_count, metavar="N", help="then add late events, once")
+    fault("--late-count", type=_count, default=3, metavar="N", help="how many (3)")
+    fault("--late-day", type=date.fromisoformat, metavar="YYYY-MM-DD", help="(yesterday)")
 
 
 def run(args: argparse.Namespace) -> int:
     """`heroku-audit-trail simulate`: serve in the foreground until SIGINT or SIGTERM."""
-    # Flags are named after the dataclass fields: take each one the parser defined.
     options = vars(args)
-
-    def given(fields: Iterable[str]) -> dict[str, Any]:
-        return {name: options[name] for name in fields if name in options}
-
-    config = SimulatorConfig(**given(SimulatorConfig.__dataclass_fields__))
-    faults = Faults(**given(Faults.__dataclass_fields__))
+    config = SimulatorConfig(
+        **{f.name: options[f.name] for f in fields(SimulatorConfig) if f.name in options}
+    )
+    faults = Faults(**{f.name: options[f.name] for f in fields(Faults) if f.name in options})
+    simulator = Simulator(config, faults)
+    try:
+        url = simulator.start()
+    except OSError as error:
+        print(f"simulate: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with Simulator(config, faults) as simulator:
+    previous = {
+        number: signal.signal(number, lambda signum, frame: stop.set())
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
         sys.stdout.write(
-            f"Heroku API simulator listening on {simulator.url}\n"
-            f"  export HEROKU_API_URL={simulator.url}\n"
+            f"Heroku API simulator listening on {url}\n"
+            f"  export HEROKU_API_URL={url}\n"
             f"  export HEROKU_API_KEY={config.token}\n"
             f"  export HEROKU_ENTERPRISE={config.enterprise_name}\n"
         )
         sys.stdout.flush()
+        print("simulate: serving until Ctrl+C or SIGTERM", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:
+                signal.signal(number, handler)
+        simulator.stop()
     return 0
