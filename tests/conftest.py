@@ -79,7 +79,10 @@ class Cli:
         return self.home / "state"
 
     def base_env(self) -> dict[str, str]:
+        # PYTHONPATH passes through, so the suite can be run against another checkout's code.
+        inherited = {key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}
         return {
+            **inherited,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.home),
             "HEROKU_API_URL": self.sim.url,
@@ -91,23 +94,41 @@ class Cli:
             **self.env,
         }
 
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "heroku_audit_trail", *args]
+    def command(self, *args: str, clock: str | None = None) -> list[str]:
+        """The command line; `clock` (e.g. "+3d") runs it under faketime with that offset."""
+        fake = ["faketime", "-f", clock] if clock else []
+        return [*fake, sys.executable, "-m", "heroku_audit_trail", *args]
 
-    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def popen(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdout: Any = subprocess.PIPE,
+        clock: str | None = None,
+    ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            self.command(*args),
+            self.command(*args, clock=clock),
             env={**self.base_env(), **(env or {})},
-            stdout=subprocess.PIPE,
+            stdout=stdout,
             stderr=subprocess.PIPE,
         )
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Run:
+    def run(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 90,
+        clock: str | None = None,
+    ) -> Run:
         full_env = {**self.base_env(), **(env or {})}
         for key in [key for key, value in full_env.items() if value is None]:
             del full_env[key]
         done = subprocess.run(
-            self.command(*args), env=full_env, capture_output=True, timeout=timeout, check=False
+            self.command(*args, clock=clock),
+            env=full_env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
         self.check_secret(done.stdout, done.stderr)
         run = Run(done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))

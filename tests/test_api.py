@@ -10,8 +10,9 @@ import requests
 import responses
 from responses import matchers
 
-from heroku_audit_trail.api import Deadline, HerokuClient, parse_events_body, with_max
+from heroku_audit_trail.api import Deadline, HerokuClient, with_max
 from heroku_audit_trail.config import Secret
+from heroku_audit_trail.ecs import UNPARSED
 from heroku_audit_trail.errors import (
     ApiUnavailableError,
     ConfigError,
@@ -20,6 +21,7 @@ from heroku_audit_trail.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
+from heroku_audit_trail.jsonbody import parse_events
 
 API = "https://api.heroku.com"
 TOKEN = "HRKU-unit-test-token-aaaaaaaaaaaaaaaaaaaa"
@@ -78,21 +80,57 @@ def test_follows_next_range_with_max_1000_and_drops_the_etag() -> None:
         status=200,
         match=[matchers.header_matcher({"Range": "]b..; max=1000"})],
     )
-    fetch = client().fetch_day("acct-1", DAY)
-    assert [event["id"] for event in fetch.events] == ["a", "b", "c"]
-    assert fetch.pages == 2 and fetch.etag is None
+    pages = list(client().day_pages("acct-1", DAY, etag=None))
+    assert [event["id"] for page in pages for event in page.events] == ["a", "b", "c"]
+    assert [page.next_range for page in pages] == ["]b..; max=200", None]
+    # Neither page's ETag is kept: the first does not cover page two, the second is not day.
+    assert [page.etag for page in pages] == [None, None]
     assert "Range" not in responses.calls[0].request.headers
 
 
 @responses.activate
 def test_single_page_day_keeps_etag_and_304_means_nothing_new() -> None:
     responses.get(EVENTS_URL, body=events("a"), headers={"ETag": '"v1"'})
-    first = client().fetch_day("acct-1", DAY)
-    assert first.etag == '"v1"'
+    [first] = client().day_pages("acct-1", DAY)
+    assert first.etag == '"v1"' and first.next_range is None
     responses.replace(responses.GET, EVENTS_URL, status=304)
-    again = client().fetch_day("acct-1", DAY, etag='"v1"')
-    assert again.not_modified and again.events == []
+    [again] = client().day_pages("acct-1", DAY, etag='"v1"')
+    assert again.not_modified and again.events == [] and again.complete
     assert responses.calls[1].request.headers["If-None-Match"] == '"v1"'
+
+
+@responses.activate
+def test_a_full_single_page_keeps_no_etag() -> None:
+    """200 events in one page may have a page two that the ETag knows nothing of."""
+    full = [str(number) for number in range(200)]
+    responses.get(EVENTS_URL, body=events(*full), headers={"ETag": '"v1"'})
+    [page] = client().day_pages("acct-1", DAY)
+    assert len(page.events) == 200 and page.etag is None
+
+
+@responses.activate
+def test_a_304_to_a_later_page_keeps_the_pages_before_it() -> None:
+    responses.get(
+        EVENTS_URL,
+        body=events("a"),
+        status=206,
+        headers={"Next-Range": "]a..; max=200"},
+        match=[matchers.query_param_matcher({"day": "2026-11-23"})],
+    )
+    responses.get(
+        EVENTS_URL, status=304, match=[matchers.header_matcher({"Range": "]a..; max=1000"})]
+    )
+    first, second = client().day_pages("acct-1", DAY)
+    assert [event["id"] for event in first.events] == ["a"]
+    assert not second.not_modified and not second.complete and second.warning
+
+
+@responses.activate
+def test_a_206_without_next_range_is_the_end_with_a_warning() -> None:
+    responses.get(EVENTS_URL, body=events("a"), status=206)
+    [page] = client().day_pages("acct-1", DAY)
+    assert page.next_range is None and page.complete and page.warning
+    assert "206" in page.warning
 
 
 @responses.activate
@@ -107,15 +145,20 @@ def test_repeated_next_range_is_an_error_not_a_loop() -> None:
     "body", [b"[]", b'{"data": []}', b'[{"id": "a"}]', b'{"data": [{"id": "a"}]}']
 )
 def test_accepted_body_shapes(body: bytes) -> None:
-    assert isinstance(parse_events_body(body), list)
+    assert isinstance(parse_events(body), list)
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"<html>", b'{"events": []}', b"[1, 2]", b'"x"', b"[{", b'{"data": {}}']
+    "body",
+    [b"", b"<html>", b'{"events": []}', b'"x"', b"[{", b'{"data": {}}', b'[{"a": 1},]', b"[1 2]"],
 )
 def test_other_bodies_are_malformed(body: bytes) -> None:
     with pytest.raises(MalformedDataError):
-        parse_events_body(body)
+        parse_events(body)
+
+
+def test_elements_that_are_not_objects_are_kept_for_a_degraded_line() -> None:
+    assert [UNPARSED in item for item in parse_events(b'[1, {"id": "a"}]')] == [True, False]
 
 
 def test_with_max() -> None:

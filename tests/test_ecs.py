@@ -9,7 +9,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heroku_audit_trail.ecs import categorize, event_key, format_time, parse_time, to_ecs
+from heroku_audit_trail.ecs import (
+    UNPARSED,
+    Unparsed,
+    categorize,
+    event_key,
+    format_time,
+    parse_time,
+    render,
+    to_ecs,
+)
 
 READ_AT = "2026-11-24T22:00:00.000000Z"
 
@@ -136,6 +145,8 @@ def test_include_original_is_the_source_as_compact_json() -> None:
         ("2026-11-23T10:11:12+00:00", "2026-11-23T10:11:12.000000Z"),
         ("2026-11-23T12:11:12.5+02:00", "2026-11-23T10:11:12.500000Z"),
         ("2026-11-23T01:00:00-0300", "2026-11-23T04:00:00.000000Z"),
+        ("2026-11-23T12:11:12+02", "2026-11-23T10:11:12.000000Z"),
+        ("0001-01-01T01:00:00+01:00", "0001-01-01T00:00:00.000000Z"),
         ("2026-11-23T10:11:12", "2026-11-23T10:11:12.000000Z"),
     ],
 )
@@ -144,10 +155,61 @@ def test_times_have_one_shape(raw: str, expected: str) -> None:
     assert parsed is not None and format_time(parsed) == expected
 
 
-@pytest.mark.parametrize("raw", [None, 17, "", "yesterday", "2026-13-01T00:00:00Z", ["x"]])
-def test_unreadable_times_leave_timestamp_out(raw: object) -> None:
+def line_of(event: dict[str, Any], output_format: str = "ecs") -> dict[str, Any]:
+    result: dict[str, Any] = orjson.loads(render(event, output_format, READ_AT).line)
+    return result
+
+
+def test_a_missing_time_is_the_read_time_with_a_warning() -> None:
+    for event in ({"id": "x"}, {"id": "x", "created_at": None}):
+        rendered = render(event, "ecs", READ_AT)
+        assert orjson.loads(rendered.line)["@timestamp"] == READ_AT
+        assert orjson.loads(rendered.line)["event"]["kind"] == "event"
+        assert rendered.warning and "read time" in rendered.warning
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [17, "", "yesterday", "2026-13-01T00:00:00Z", ["x"], "0001-01-01T00:00:00+01:00"],
+)
+def test_an_impossible_time_is_a_degraded_line_not_a_crash(raw: object) -> None:
     assert parse_time(raw) is None
-    assert "@timestamp" not in to_ecs({"id": "x", "created_at": raw}, READ_AT)
+    line = line_of({"id": "x", "type": "app", "created_at": raw})
+    assert line["@timestamp"] == READ_AT
+    assert line["event"]["kind"] == "pipeline_error" and line["event"]["id"] == "x"
+    assert "created_at" in line["error"]["message"]
+    assert orjson.loads(line["event"]["original"])["created_at"] == raw
+
+
+def test_poison_events_are_printed_degraded_with_their_original() -> None:
+    deep: Any = "bottom"
+    for _ in range(300):  # orjson serializes 254 levels at most
+        deep = {"x": deep}
+    poisons = [
+        {"id": "deep", "created_at": "2026-11-23T10:11:12Z", "data": deep},
+        {"id": "surrogate", "created_at": "2026-11-23T10:11:12Z", "data": {"s": "\ud800"}},
+        {UNPARSED: Unparsed('{"id": "x", "data": [[[[]]]]}', "nested too deeply to read")},
+    ]
+    for event in poisons:
+        for output_format in ("ecs", "heroku"):
+            rendered = render(event, output_format, READ_AT)
+            line = orjson.loads(rendered.line)
+            assert line["event"]["kind"] == "pipeline_error", event
+            assert line["event"]["id"] == event_key(event)
+            assert line["@timestamp"] in ("2026-11-23T10:11:12.000000Z", READ_AT)
+            assert line["error"]["message"] and rendered.warning
+            assert "original" in line["event"]
+    # The original keeps a lone surrogate as its JSON escape, so it can be read back.
+    assert "\\ud800" in line_of(poisons[1])["event"]["original"]
+
+
+def test_every_line_has_an_id_and_distinct_id_less_events_keep_distinct_ids() -> None:
+    first = {"type": "app", "action": "create", "created_at": "2026-11-23T00:00:00Z"}
+    second = {**first, "actor": {"email": "bob@example.com"}}
+    ids = {line_of(first)["event"]["id"], line_of(second)["event"]["id"]}
+    assert len(ids) == 2 and all(key.startswith("sha256:") for key in ids)
+    assert line_of(first)["event"]["id"] == line_of(dict(first))["event"]["id"]  # stable
+    assert line_of({"id": 42})["event"]["id"] == "42"
 
 
 def test_wrong_types_do_not_crash_or_produce_null() -> None:
@@ -191,8 +253,12 @@ event_keys = st.sampled_from(
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(event_keys, json_values))
-def test_any_event_maps_without_null(event: dict[str, Any]) -> None:
-    mapped = to_ecs(event, READ_AT)
+def test_any_event_renders_one_line_without_null(event: dict[str, Any]) -> None:
+    rendered = render(event, "ecs", READ_AT)
+    assert rendered.line.endswith(b"\n") and rendered.line.count(b"\n") == 1
+    mapped = orjson.loads(rendered.line)
+    assert mapped["@timestamp"] and mapped["event"]["id"]
+    assert mapped["event"]["kind"] in ("event", "pipeline_error")
 
     def walk(value: Any) -> None:
         assert value is not None

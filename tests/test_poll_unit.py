@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from heroku_audit_trail.api import DayFetch
+from heroku_audit_trail.api import Page
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.errors import ApiUnavailableError, ConfigError
@@ -31,15 +32,21 @@ class FakeClient:
         self.fetched: list[date] = []
         self.requests_made = 0
         self.rate_limit_remaining: int | None = 4000
+        self.server_time: datetime | None = None
 
     def enterprise_account(self, id_or_name: str) -> dict[str, Any]:
         if id_or_name == "unknown":
             raise ConfigError("Invalid Enterprise Account Name")
         return {"id": f"id-{id_or_name}", "name": id_or_name}
 
-    def fetch_day(
-        self, account_id: str, day: date, filters: Any = (), etag: str | None = None
-    ) -> DayFetch:
+    def day_pages(
+        self,
+        account_id: str,
+        day: date,
+        filters: Any = (),
+        etag: str | None = None,
+        start_range: str | None = None,
+    ) -> Iterator[Page]:
         self.requests_made += 1
         self.fetched.append(day)
         if day == self.fail_on:
@@ -47,8 +54,9 @@ class FakeClient:
         events = self.days.get(day, [])
         tag = f'"{day}-{len(events)}"'
         if etag == tag:
-            return DayFetch([], etag, not_modified=True, pages=0)
-        return DayFetch(list(events), tag, not_modified=False, pages=1)
+            yield Page([], None, etag, not_modified=True)
+        else:
+            yield Page(list(events), None, tag)
 
 
 def event(day: date, number: int) -> dict[str, Any]:

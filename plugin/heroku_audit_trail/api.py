@@ -6,9 +6,10 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +27,7 @@ from heroku_audit_trail.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
+from heroku_audit_trail.jsonbody import parse_events
 
 ACCEPT = "application/vnd.heroku+json; version=3"
 USER_AGENT = f"heroku-audit-trail/{__version__} (+python-requests)"
@@ -36,6 +38,7 @@ RETRY_BUDGET = 15.0  # seconds of waiting in all, per run
 BACKOFF_BASE = 0.5
 PAGE_MAX = 1000
 PAGE_CAP = 1000  # pages per day: 1M events, far past any real account, short of forever
+HEROKU_PAGE_SIZE = 200  # what Heroku sends when asked for no Range
 
 # One table from status to (exception, what to tell the user). The guide's troubleshooting
 # headings lead where it has them.
@@ -87,26 +90,23 @@ class Deadline:
 
 
 @dataclass
-class DayFetch:
+class Page:
+    """One page of a day's events, and what it says about the rest of the day."""
+
     events: list[dict[str, Any]]
-    etag: str | None  # kept only for a day that came back in one page
-    not_modified: bool
+    next_range: str | None  # where the day continues; None: this was the day's last page
+    etag: str | None = None  # set only when this page is the whole day and not a full page
+    not_modified: bool = False  # 304: the whole day is as it was when `etag` was kept
+    complete: bool = True  # False: the server ended the day early (see `warning`)
+    warning: str | None = None
+
+
+@dataclass
+class DayFetch:
+    """A whole day, for the commands that read a day at once (backfill, check)."""
+
+    events: list[dict[str, Any]]
     pages: int
-
-
-def parse_events_body(content: bytes, what: str = "events") -> list[dict[str, Any]]:
-    """A bare JSON array (what Heroku sends) or {"data": [...]}; anything else is exit 65."""
-    try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        raise MalformedDataError(f"Heroku API returned {what} that are not JSON") from None
-    if isinstance(body, dict) and isinstance(body.get("data"), list):
-        body = body["data"]
-    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
-        raise MalformedDataError(
-            f"Heroku API returned {what} in an unexpected shape (not a JSON array of objects)"
-        )
-    return body
 
 
 def with_max(range_value: str, page_max: int = PAGE_MAX) -> str:
@@ -116,12 +116,26 @@ def with_max(range_value: str, page_max: int = PAGE_MAX) -> str:
     return range_value.rstrip("; ") + f"; max={page_max}"
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
+def _http_date(value: str) -> datetime | None:
     try:
-        return max(0.0, float(value)) if value else None
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date less the server's own Date."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
+        pass
+    until = _http_date(value)
+    now = _http_date(response.headers.get("Date", "")) or datetime.now(timezone.utc)
+    return None if until is None else max(0.0, (until - now).total_seconds())
 
 
 def _error_detail(response: requests.Response) -> str:
@@ -158,6 +172,7 @@ class HerokuClient:
         self.requests_made = 0
         self.rate_limit_remaining: int | None = None
         self.last_request_id: str | None = None
+        self.server_time: datetime | None = None  # the last response's Date: a second clock
         self._waited = 0.0
 
     # -- the endpoints -------------------------------------------------------------------
@@ -175,44 +190,75 @@ class HerokuClient:
             )
         return account
 
-    def fetch_day(
+    def day_pages(
         self,
         account_id: str,
         day: date,
         filters: tuple[tuple[str, str], ...] = (),
         etag: str | None = None,
-    ) -> DayFetch:
-        """Every event of one day, following Next-Range; If-None-Match on the first page."""
+        start_range: str | None = None,
+    ) -> Iterator[Page]:
+        """The pages of one day, following Next-Range; from `start_range` to continue a pass,
+        else from the first page, with If-None-Match when an ETag was kept for the day."""
         path = f"/enterprise-accounts/{quote(account_id, safe='')}/events"
         params = {"day": day.isoformat(), **dict(filters)}
-        headers = {"If-None-Match": etag} if etag else {}
-        events: list[dict[str, Any]] = []
+        headers = {"Range": with_max(start_range)} if start_range else {}
+        if etag and not start_range:
+            headers = {"If-None-Match": etag}
         ranges_seen: set[str] = set()
         pages = 0
         while True:
             response = self.get(path, params=params, headers=headers)
             if response.status_code == 304:
-                return DayFetch([], etag, not_modified=True, pages=pages)
+                if "If-None-Match" in headers:
+                    yield Page([], None, etag, not_modified=True)
+                else:  # not an answer to anything we asked: end the pass here, keep what came
+                    yield Page(
+                        [],
+                        None,
+                        complete=False,
+                        warning=f"Heroku API answered 304 to a page of {day} that was not "
+                        "a conditional request; the day stays open and is read again",
+                    )
+                return
             try:
-                events += parse_events_body(response.content)
+                events = parse_events(response.content)
             except MalformedDataError as error:
                 error.request_id = self.last_request_id
                 raise
             pages += 1
-            next_range = response.headers.get("Next-Range")
-            if not next_range:
-                break
-            if next_range in ranges_seen or pages >= PAGE_CAP:
+            next_range = response.headers.get("Next-Range") or None
+            warning = None
+            if next_range is None and response.status_code == 206:
+                warning = f"Heroku API answered 206 without Next-Range for {day}: taken as its end"
+            if next_range is not None and (next_range in ranges_seen or pages >= PAGE_CAP):
                 raise MalformedDataError(
                     f"Heroku API pagination for {day} does not end (Next-Range {next_range!r} "
-                    f"repeated or over {PAGE_CAP} pages); nothing of that day was printed",
+                    f"repeated or over {PAGE_CAP} pages)",
                     request_id=self.last_request_id,
                 )
+            # Heroku's ETag covers the body: it says nothing of a page after this one, so it
+            # is kept only for a whole day in one page that is not full.
+            whole_day = pages == 1 and not start_range and next_range is None
+            kept = response.headers.get("ETag") if whole_day else None
+            if len(events) >= HEROKU_PAGE_SIZE:
+                kept = None
+            yield Page(events, next_range, kept, warning=warning)
+            if next_range is None:
+                return
             ranges_seen.add(next_range)
             headers = {"Range": with_max(next_range)}
-        # A page's ETag need not cover the pages after it: keep it only for a one-page day.
-        single_etag = response.headers.get("ETag") if pages == 1 else None
-        return DayFetch(events, single_etag, not_modified=False, pages=pages)
+
+    def fetch_day(
+        self, account_id: str, day: date, filters: tuple[tuple[str, str], ...] = ()
+    ) -> DayFetch:
+        """Every event of one day."""
+        events: list[dict[str, Any]] = []
+        pages = 0
+        for page in self.day_pages(account_id, day, filters):
+            events += page.events
+            pages += 1
+        return DayFetch(events, pages)
 
     def rate_limits(self) -> int | None:
         response = self.get("/account/rate-limits")
@@ -224,7 +270,7 @@ class HerokuClient:
 
     def archives(self, account_id: str) -> list[dict[str, Any]]:
         response = self.get(f"/enterprise-accounts/{quote(account_id, safe='')}/archives")
-        return parse_events_body(response.content, what="archives")
+        return parse_events(response.content, what="archives")
 
     def archive(self, account_id: str, year: int, month: int) -> dict[str, Any] | None:
         """One month's archive object, or None when Heroku has none for that month."""
@@ -323,6 +369,7 @@ class HerokuClient:
 
     def _note(self, response: requests.Response) -> None:
         self.last_request_id = response.headers.get("Request-Id") or self.last_request_id
+        self.server_time = _http_date(response.headers.get("Date", "")) or self.server_time
         remaining = response.headers.get("RateLimit-Remaining", "").strip()
         if remaining.isdigit():
             self.rate_limit_remaining = int(remaining)

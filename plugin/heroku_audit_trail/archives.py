@@ -14,10 +14,10 @@ import orjson
 
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.ecs import format_time, parse_time
+from heroku_audit_trail.ecs import format_time, parse_time, render
 from heroku_audit_trail.errors import MalformedDataError, UsageError
 from heroku_audit_trail.logs import log
-from heroku_audit_trail.output import EventWriter, StopGuard, render
+from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.poll import each_partition
 from heroku_audit_trail.window import date_range, new_events
 
@@ -91,7 +91,9 @@ class Backfill:
             else:
                 events = self.client.fetch_day(account_id, day, self.settings.filters).events
             lines = (
-                render(event, self.settings.output_format, read_at, self.settings.include_original)
+                render(
+                    event, self.settings.output_format, read_at, self.settings.include_original
+                ).line
                 for event in new_events(events, set())
             )
             with self.guard.critical():

@@ -235,8 +235,22 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> in
     if not due:
         return 0
     client = make_client(settings, env)
-    writer = EventWriter(stdout_binary(), log)
-    return Poller(settings, client, writer, log, guard).run(due)
+    writer = EventWriter(stdout_binary(), log, guard)
+    arm_deadline(settings, guard)
+    try:
+        return Poller(settings, client, writer, log, guard).run(due)
+    finally:
+        guard.disarm()
+
+
+def arm_deadline(settings: Settings, guard: StopGuard) -> None:
+    """--max-runtime bounds the whole run by the clock, whatever the server or the reader do."""
+    if settings.max_runtime is not None:
+        guard.arm_deadline(
+            settings.max_runtime,
+            f"the run reached --max-runtime ({settings.max_runtime:g} s); days already "
+            "printed are saved and the next run carries on",
+        )
 
 
 def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard) -> int:
@@ -254,7 +268,8 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
     if args.command == "backfill":
         from heroku_audit_trail.archives import run_backfill
 
-        writer = EventWriter(stdout_binary(), log)
+        writer = EventWriter(stdout_binary(), log, guard)
+        arm_deadline(settings, guard)
         return run_backfill(
             settings,
             make_client(settings, env),

@@ -40,8 +40,24 @@ class Partition:
 
 @dataclass
 class DayState:
-    seen: set[str] = field(default_factory=set)
-    etag: str | None = None
+    """One open day. A *pass* reads the day from its first page to its last, possibly over
+    several runs (a day too big for one run continues at `next_range`)."""
+
+    seen: set[str] = field(default_factory=set)  # ids already printed for this day
+    etag: str | None = None  # only for a whole day that came in one short page
+    next_range: str | None = None  # where the pass under way continues
+    pass_started: date | None = None  # the day (UTC) the pass under way began
+    full_pass_started: date | None = None  # the day the last completed pass began
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"seen": sorted(self.seen), "etag": self.etag}
+        if self.next_range is not None:
+            doc["next_range"] = self.next_range
+        for name in ("pass_started", "full_pass_started"):
+            value = getattr(self, name)
+            if value is not None:
+                doc[name] = value.isoformat()
+        return doc
 
 
 @dataclass
@@ -59,7 +75,7 @@ class State:
             "account": self.account,
             "closed_through": self.closed_through.isoformat() if self.closed_through else None,
             "open_days": {
-                day.isoformat(): {"seen": sorted(day_state.seen), "etag": day_state.etag}
+                day.isoformat(): day_state.to_json()
                 for day, day_state in sorted(self.open_days.items())
             },
             "last_run": self.last_run,
@@ -110,12 +126,21 @@ def parse_state(path: Path, raw: bytes) -> State:
     for day_text, day_doc in open_days_doc.items():
         if not isinstance(day_doc, dict):
             raise _corrupt(path, f"open day {day_text} is not an object")
-        seen, etag = day_doc.get("seen", []), day_doc.get("etag")
+        seen = day_doc.get("seen", [])
         if not isinstance(seen, list) or not all(isinstance(key, str) for key in seen):
             raise _corrupt(path, f"seen ids of {day_text} are not a list of strings")
-        if etag is not None and not isinstance(etag, str):
-            raise _corrupt(path, f"etag of {day_text} is not a string")
-        open_days[_parse_day(path, day_text)] = DayState(set(seen), etag)
+        etag, next_range = day_doc.get("etag"), day_doc.get("next_range")
+        for name, text in (("etag", etag), ("next_range", next_range)):
+            if text is not None and not isinstance(text, str):
+                raise _corrupt(path, f"{name} of {day_text} is not a string")
+        started, full = day_doc.get("pass_started"), day_doc.get("full_pass_started")
+        open_days[_parse_day(path, day_text)] = DayState(
+            set(seen),
+            etag,
+            next_range,
+            None if started is None else _parse_day(path, started),
+            None if full is None else _parse_day(path, full),
+        )
     last_run = doc.get("last_run")
     if last_run is not None and not isinstance(last_run, dict):
         raise _corrupt(path, "last_run is not an object")

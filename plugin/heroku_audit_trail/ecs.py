@@ -1,9 +1,15 @@
-"""Pure mapping of one Heroku audit-trail event to one ECS object (DESIGN §6). No I/O."""
+"""Pure mapping of one Heroku audit-trail event to one ECS line (DESIGN §6). No I/O.
+
+Nothing stalls the feed: an event that cannot be mapped or serialized is still rendered, as a
+degraded `pipeline_error` line that says what failed.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -56,12 +62,13 @@ VERB_TYPES: dict[str, str] = {
 
 _TIME_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?"
-    r"\s*(?:(Z|z|UTC)|([+-])(\d{2}):?(\d{2}))?"
+    r"\s*(?:(Z|z|UTC)|([+-])(\d{2})(?::?(\d{2}))?)?"
 )
 
 
 def parse_time(value: object) -> datetime | None:
-    """Parse an ISO-8601-ish timestamp (any fraction length, Z or offset, none = UTC) to UTC."""
+    """Parse an ISO-8601-ish timestamp (any fraction length, Z, +hh:mm, +hhmm or +hh, none =
+    UTC) to UTC; None when it is not one or names an instant outside years 1 to 9999."""
     if not isinstance(value, str):
         return None
     match = _TIME_RE.fullmatch(value.strip())
@@ -83,8 +90,11 @@ def parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     if sign:
-        offset = timedelta(hours=int(off_h), minutes=int(off_m))
-        parsed = parsed - offset if sign == "+" else parsed + offset
+        offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
+        try:
+            parsed = parsed - offset if sign == "+" else parsed + offset
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0
+            return None
     return parsed
 
 
@@ -94,13 +104,46 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
+# A page element that no parser could read (DESIGN §6: still printed, degraded) is carried as
+# a dict with this one key, so every later step handles one type. No API key starts with NUL.
+UNPARSED = "\x00unparsed"
+
+
+@dataclass(frozen=True)
+class Unparsed:
+    text: str  # the element's JSON text as sent (undecodable bytes as surrogate escapes)
+    reason: str
+
+
+def _canonical(value: Any) -> bytes:
+    """Stable bytes for hashing an event, whatever it holds (surrogates, deep nesting)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    try:
+        return json.dumps(value, sort_keys=True, default=repr).encode("utf-8", "surrogatepass")
+    except (RecursionError, ValueError, TypeError):  # nested past any limit: its top level
+        return repr(sorted((str(key), type(item).__name__) for key, item in value.items())).encode(
+            "utf-8", "surrogatepass"
+        )
+
+
 def event_key(event: dict[str, Any]) -> str:
-    """The dedupe key: the event id, or a digest of the whole event when the id is missing."""
+    """The dedupe key and `event.id`: the event's id (a non-empty string, or an integer), else
+    a stable digest of its content, so two distinct id-less events never share a key."""
     event_id = event.get("id")
     if isinstance(event_id, str) and event_id:
         return event_id
-    digest = hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"sha256:{digest[:32]}"
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        return str(event_id)
+    unparsed = event.get(UNPARSED)
+    content = (
+        unparsed.text.encode("utf-8", "surrogateescape")
+        if isinstance(unparsed, Unparsed)
+        else _canonical(event)
+    )
+    return f"sha256:{hashlib.sha256(content).hexdigest()[:32]}"
 
 
 _LATEST = datetime.max.replace(tzinfo=timezone.utc)
@@ -186,7 +229,14 @@ def _message(event: dict[str, Any], action: str | None) -> str:
 
 
 def to_ecs(event: dict[str, Any], read_at: str, include_original: bool = False) -> dict[str, Any]:
-    """Map one Heroku event to one ECS object; `read_at` is this run's read time, formatted."""
+    """Map one Heroku event to one ECS object; `read_at` is this run's read time, formatted.
+    ValueError when its created_at is present but not a usable time."""
+    return _to_ecs(event, read_at, include_original, parse_time(event.get("created_at")))
+
+
+def _to_ecs(
+    event: dict[str, Any], read_at: str, include_original: bool, moment: datetime | None
+) -> dict[str, Any]:
     object_type = event.get("type")
     verb = event.get("action")
     action = (
@@ -194,9 +244,7 @@ def to_ecs(event: dict[str, Any], read_at: str, include_original: bool = False) 
     )
     category, event_type = categorize(object_type, verb)
 
-    ecs_event: dict[str, Any] = {"kind": "event"}
-    if _str(event.get("id")):
-        ecs_event["id"] = event["id"]
+    ecs_event: dict[str, Any] = {"kind": "event", "id": event_key(event)}
     if action:
         ecs_event["action"] = action
     if category:
@@ -213,9 +261,13 @@ def to_ecs(event: dict[str, Any], read_at: str, include_original: bool = False) 
         ecs_event["original"] = orjson.dumps(event).decode()
 
     out: dict[str, Any] = {}
-    created_at = parse_time(event.get("created_at"))
-    if created_at is not None:
-        out["@timestamp"] = format_time(created_at)
+    created_at = event.get("created_at")
+    if moment is not None:
+        out["@timestamp"] = format_time(moment)
+    elif created_at is None:  # absent or null: the read time, so every line has a time
+        out["@timestamp"] = read_at
+    else:
+        raise ValueError(f"created_at {str(created_at)[:60]!r} is not a usable time")
     out["ecs"] = {"version": ECS_VERSION}
     out["event"] = ecs_event
 
@@ -251,3 +303,78 @@ def to_ecs(event: dict[str, Any], read_at: str, include_original: bool = False) 
         out["heroku"] = heroku
     out["message"] = _message(event, action)
     return out
+
+
+@dataclass(frozen=True)
+class Rendered:
+    line: bytes  # one JSON object and its newline
+    order: tuple[datetime, str]  # created_at (unreadable ones last), then id: print order
+    warning: str | None = None  # for the log: a degraded line, or a time that was made up
+
+
+def render(
+    event: dict[str, Any], output_format: str, read_at: str, include_original: bool = False
+) -> Rendered:
+    """One output line for one event; never raises (DESIGN §6: nothing stalls the feed)."""
+    moment = parse_time(event.get("created_at"))
+    key = event_key(event)
+    order = (moment or _LATEST, key)
+    try:
+        if UNPARSED in event:
+            raise ValueError(event[UNPARSED].reason)
+        if output_format == "heroku":
+            return Rendered(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE), order)
+        line = orjson.dumps(
+            _to_ecs(event, read_at, include_original, moment), option=orjson.OPT_APPEND_NEWLINE
+        )
+    except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError) as error:
+        return degraded(event, key, moment, read_at, f"{type(error).__name__}: {error}", order)
+    if moment is None:
+        return Rendered(line, order, f"event {key} has no created_at: @timestamp is the read time")
+    return Rendered(line, order)
+
+
+def _original_text(event: dict[str, Any]) -> str | None:
+    """The source event as JSON text, ASCII-escaped so that lone surrogates survive."""
+    unparsed = event.get(UNPARSED)
+    if isinstance(unparsed, Unparsed):
+        return unparsed.text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    try:
+        return json.dumps(event, separators=(",", ":"), default=repr)
+    except (RecursionError, ValueError, TypeError):
+        return None
+
+
+def degraded(
+    event: dict[str, Any],
+    key: str,
+    moment: datetime | None,
+    read_at: str,
+    reason: str,
+    order: tuple[datetime, str],
+) -> Rendered:
+    """The `pipeline_error` line of an event that could not be mapped or serialized."""
+    ecs_event: dict[str, Any] = {
+        "kind": "pipeline_error",
+        "id": key,
+        "module": "heroku",
+        "dataset": "heroku.audit",
+        "provider": "heroku",
+        "created": read_at,
+    }
+    original = _original_text(event)
+    if original is not None:
+        ecs_event["original"] = original
+    message = f"could not map Heroku event {key}: {reason}"
+    out = {
+        "@timestamp": format_time(moment) if moment is not None else read_at,
+        "ecs": {"version": ECS_VERSION},
+        "event": ecs_event,
+        "error": {"message": reason},
+        "message": message,
+    }
+    try:
+        line = orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, orjson.JSONEncodeError):  # a reason or id with a lone surrogate
+        line = json.dumps(out, separators=(",", ":")).encode() + b"\n"
+    return Rendered(line, order, message)

@@ -1,33 +1,37 @@
-"""stdout: one compact JSON line per event, flushed per batch; a closed pipe is exit 74."""
+"""stdout: one compact JSON line per event, every byte written or a failure (DESIGN §6, §8).
+
+stdout may be a raw file (`PYTHONUNBUFFERED=1` makes `sys.stdout.buffer` a FileIO whose
+`write` can take only part of what it is given), a pipe whose reader leaves, or a full disk.
+A short write is continued, never taken as done; any other failure is exit 74, and the caller
+then does not commit the day being written.
+"""
 
 from __future__ import annotations
 
 import errno
+import select
 import signal
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import islice
 from types import FrameType
 from typing import Any, BinaryIO
 
-import orjson
-
-from heroku_audit_trail.ecs import to_ecs
-from heroku_audit_trail.errors import EX_SIGINT, EX_SIGTERM, OutputClosedError, StoppedError
+from heroku_audit_trail.errors import (
+    EX_SIGINT,
+    EX_SIGTERM,
+    AuditTrailError,
+    DeadlineError,
+    OutputClosedError,
+    StoppedError,
+)
 from heroku_audit_trail.logs import Log
 
 FLUENT_BIT_LINE_LIMIT = 4095  # fgets() into Fluent Bit's default 4096-byte Buf_Size
 _BATCH = 1000
-
-
-def render(
-    event: dict[str, Any], output_format: str, read_at: str, include_original: bool
-) -> bytes:
-    """One output line, newline included."""
-    if output_format == "heroku":
-        return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-    return orjson.dumps(to_ecs(event, read_at, include_original), option=orjson.OPT_APPEND_NEWLINE)
+# After SIGTERM, a write to a reader that has stalled is given this long, then abandoned.
+STOP_GRACE_SECONDS = 3.0
 
 
 def _buf_size_for(length: int) -> str:
@@ -38,44 +42,103 @@ def _buf_size_for(length: int) -> str:
 
 
 def stdout_binary() -> BinaryIO:
-    """The binary stdout, or OutputClosedError when the process was started without one."""
+    """stdout as an unbuffered file on its descriptor, whatever PYTHONUNBUFFERED says, so each
+    write's count is seen; OutputClosedError when the process was started without stdout."""
     if sys.stdout is None:
         raise OutputClosedError("stdout is closed: nowhere to print events (exit 74)")
-    return sys.stdout.buffer
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        return sys.stdout.buffer  # not a file: an in-process test's capture
+    sys.stdout.flush()
+    return open(fd, "wb", buffering=0, closefd=False)
+
+
+def _wait_writable(stream: Any) -> None:
+    """A non-blocking stdout said 'not now': wait until it can take more (signals still land)."""
+    with suppress(OSError, ValueError, AttributeError):
+        select.select([], [stream.fileno()], [], 1.0)
+
+
+def _closed(error: OSError) -> OutputClosedError:
+    if isinstance(error, BrokenPipeError) or error.errno in (errno.EPIPE, errno.EBADF):
+        reason = "stdout was closed by its reader (broken pipe)"
+    elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "stdout cannot be written: no space left on its device"
+    else:
+        reason = f"stdout cannot be written: {error.strerror or error}"
+    return OutputClosedError(
+        f"{reason}; the day being written is not saved and will be printed again"
+    )
 
 
 class EventWriter:
-    def __init__(self, stream: BinaryIO, log: Log) -> None:
+    """Writes rendered lines in batches. Between writes it honours a pending stop: it finishes
+    the line under way, then raises, so the caller leaves that day uncommitted."""
+
+    def __init__(self, stream: BinaryIO, log: Log, guard: StopGuard | None = None) -> None:
         self.stream = stream
         self.log = log
+        self.guard = guard
         self.lines_written = 0
         self.longest_line = 0
+        self.warn_long_lines = True
         self._warned_long = False
 
     def write(self, lines: Iterable[bytes]) -> int:
-        """Write in batches and flush; the number of lines. OutputClosedError if the reader left."""
+        """Write every line and flush; the number of lines. OutputClosedError if stdout fails,
+        the pending stop (after finishing the line under way) if told to stop mid-way."""
         written = 0
         try:
             iterator = iter(lines)
             while batch := list(islice(iterator, _BATCH)):
-                self.stream.write(b"".join(batch))
+                if written and self._told_to_stop():
+                    raise self._stop_error()
+                self._write_all(b"".join(batch))
                 self._measure(batch)
                 written += len(batch)
             self.stream.flush()
         except OSError as error:
-            if isinstance(error, BrokenPipeError) or error.errno in (errno.EPIPE, errno.EBADF):
-                raise OutputClosedError(
-                    "stdout was closed by its reader (broken pipe); "
-                    "the day being written is not saved and will be printed again"
-                ) from None
-            raise
+            raise _closed(error) from None
         self.lines_written += written
         return written
+
+    def _write_all(self, data: bytes) -> None:
+        offset = 0
+        while offset < len(data):
+            offset += self._write_some(data, offset)
+            if offset < len(data) and self._told_to_stop():
+                # Told to stop in the middle of a batch: end the line under way, then stop.
+                end = data.find(b"\n", offset)
+                line_end = len(data) if end < 0 else end + 1
+                while offset < line_end:
+                    offset += self._write_some(data[:line_end], offset)
+                raise self._stop_error()
+
+    def _told_to_stop(self) -> bool:
+        """SIGTERM or SIGINT: stop between lines. The deadline lets a day's write finish (its
+        pages are fetched already); a stalled write is ended by the guard's grace timer."""
+        return self.guard is not None and isinstance(self.guard.pending, StoppedError)
+
+    def _stop_error(self) -> AuditTrailError:
+        assert self.guard is not None and self.guard.pending is not None
+        return self.guard.pending
+
+    def _write_some(self, data: bytes, offset: int) -> int:
+        """One write from `offset`: how many bytes it took (0 while a non-blocking fd is full)."""
+        count: int | None  # a raw file answers None when a non-blocking fd is full
+        try:
+            count = self.stream.write(memoryview(data)[offset:])
+        except BlockingIOError as error:
+            count = error.characters_written
+        if not count:
+            _wait_writable(self.stream)
+        return count or 0
 
     def _measure(self, batch: Sequence[bytes]) -> None:
         longest = max((len(line) - 1 for line in batch), default=0)
         self.longest_line = max(self.longest_line, longest)
-        if longest > FLUENT_BIT_LINE_LIMIT and not self._warned_long:
+        if longest > FLUENT_BIT_LINE_LIMIT and self.warn_long_lines and not self._warned_long:
             self._warned_long = True
             self.log.warning(
                 f"an event line is {longest} bytes, longer than Fluent Bit's default "
@@ -86,23 +149,55 @@ class EventWriter:
 
 
 class StopGuard:
-    """SIGINT/SIGTERM: stop at once while fetching, but let a day's write-and-commit finish."""
+    """SIGINT/SIGTERM and the run's deadline: stop at once while fetching, but let a day's
+    write-and-commit finish; if that write stalls (a reader that stopped reading), give it
+    STOP_GRACE_SECONDS and then abandon it, leaving the day uncommitted.
+
+    The deadline is a real-time alarm (SIGALRM), so it bounds the whole run, a server that
+    trickles one byte at a time included, not just each socket read.
+    """
 
     def __init__(self) -> None:
-        self.pending: StoppedError | None = None
+        self.pending: AuditTrailError | None = None
         self._critical = 0
+        self._grace_armed = False
+        self._deadline_message = ""
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGALRM, self._alarm)
+
+    def arm_deadline(self, seconds: float | None, message: str) -> None:
+        """Raise DeadlineError (exit 75) when `seconds` have passed; None: no deadline."""
+        self._deadline_message = message
+        signal.setitimer(signal.ITIMER_REAL, seconds or 0.0)
+
+    def disarm(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGTERM:
             self.pending = StoppedError("SIGTERM", EX_SIGTERM)
         else:
             self.pending = StoppedError("SIGINT", EX_SIGINT)
+        self._stop()
+
+    def _alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self._grace_armed:
+            assert self.pending is not None
+            raise self.pending  # the grace is over: abandon the stalled write
+        if self.pending is None:
+            self.pending = DeadlineError(self._deadline_message)
+        self._stop()
+
+    def _stop(self) -> None:
+        assert self.pending is not None
         if not self._critical:
             raise self.pending
+        if not self._grace_armed:
+            self._grace_armed = True
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
 
     def check(self) -> None:
         if self.pending is not None and not self._critical:
@@ -115,4 +210,7 @@ class StopGuard:
             yield
         finally:
             self._critical -= 1
+            if not self._critical and self._grace_armed:
+                self._grace_armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0.0)
         self.check()

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import DayState, Partition, State, StateStore
-from heroku_audit_trail.ecs import event_key, format_time
-from heroku_audit_trail.errors import EX_IOERR, EX_SIGINT, EX_SIGTERM, AuditTrailError
+from heroku_audit_trail.ecs import event_key, format_time, render
+from heroku_audit_trail.errors import (
+    EX_IOERR,
+    EX_SIGINT,
+    EX_SIGTERM,
+    AuditTrailError,
+    OutputClosedError,
+    StoppedError,
+)
 from heroku_audit_trail.logs import Log
-from heroku_audit_trail.output import EventWriter, StopGuard, render
+from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.window import (
     advance_closed_through,
     days_to_read,
     first_closed_through,
-    new_events,
+    may_close,
+    rewound,
+    seen_anywhere,
 )
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
@@ -86,9 +95,29 @@ def each_partition(enterprises: Sequence[str], work: Callable[[str], None], log:
 
 
 @dataclass
-class RunStats:
+class RunReport:
+    """What one partition's run did: the summary line and `last_run` are built from it."""
+
     days_read: int = 0
     events_emitted: int = 0
+    degraded: int = 0
+    warnings: int = 0
+
+
+@dataclass
+class PassProgress:
+    """The part of a day's pass read by this run and not yet printed."""
+
+    held: list[tuple[tuple[datetime, str], bytes]] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)  # every id met by this run's pages
+    pages: int = 0
+    next_range: str | None = None
+    etag: str | None = None
+    complete: bool = False
+    started: date | None = None
+
+
+MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a thousand log lines
 
 
 class Poller:
@@ -120,17 +149,18 @@ class Poller:
         store.ensure_dir()
         with store.lock():
             state = store.load() or State(partition=partition.as_dict())
-            stats = RunStats()
+            report = RunReport()
             clock_start = time.monotonic()
             requests_before = self.client.requests_made
             try:
-                self._read_days(store, state, stats, started_at)
+                self._read_days(store, state, report, started_at.date())
             finally:
                 self.log.info(
                     "poll summary",
                     enterprise=partition.enterprise,
-                    days_read=stats.days_read,
-                    events_emitted=stats.events_emitted,
+                    days_read=report.days_read,
+                    events_emitted=report.events_emitted,
+                    degraded_events=report.degraded or None,
                     requests=self.client.requests_made - requests_before,
                     duration_s=round(time.monotonic() - clock_start, 3),
                     rate_limit_remaining=self.client.rate_limit_remaining,
@@ -141,47 +171,152 @@ class Poller:
             state.last_run = {
                 "started_at": format_time(started_at),
                 "finished_at": format_time(self.now()),
-                "days_read": stats.days_read,
-                "events_emitted": stats.events_emitted,
+                "days_read": report.days_read,
+                "events_emitted": report.events_emitted,
                 "requests": self.client.requests_made - requests_before,
                 "rate_limit_remaining": self.client.rate_limit_remaining,
             }
             store.save(state)
 
-    def _read_days(
-        self, store: StateStore, state: State, stats: RunStats, started_at: datetime
-    ) -> None:
-        settings = self.settings
-        today = started_at.date()
+    def trusted_today(self, today: date) -> date:
+        """The earlier of our date and the server's (its Date header): days are closed by it,
+        so a clock that runs ahead cannot close a day before it has ended everywhere."""
+        server = self.client.server_time
+        return min(today, server.date()) if server is not None else today
+
+    def _read_days(self, store: StateStore, state: State, report: RunReport, today: date) -> None:
+        lookback = self.settings.lookback_days
         if state.account is None:
             account = self.client.enterprise_account(partition_name(state))
             state.account = {"id": account["id"], "name": str(account.get("name", ""))}
         if state.closed_through is None:
-            state.closed_through = first_closed_through(today, settings.lookback_days)
+            state.closed_through = first_closed_through(today, lookback)
+        elif rewound(state.closed_through, today, lookback) != state.closed_through:
+            back = rewound(state.closed_through, today, lookback)
+            self.log.warning(
+                f"the state's closed_through {state.closed_through} is ahead of today "
+                f"({today} UTC) less the lookback: the clock was ahead, or the state was "
+                f"edited; reading again from {back + timedelta(days=1)} (a few events may "
+                "be printed twice; event.id tells them apart)",
+                enterprise=partition_name(state),
+            )
+            state.closed_through = back
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.save(state)
         read_at = format_time(self.now())
         for day in days_to_read(state.closed_through, today):
             self.guard.check()
-            day_state = state.open_days.get(day, DayState())
-            fetch = self.client.fetch_day(
-                state.account["id"], day, settings.filters, day_state.etag
-            )
-            fresh = [] if fetch.not_modified else new_events(fetch.events, day_state.seen)
-            lines = (
-                render(event, settings.output_format, read_at, settings.include_original)
-                for event in fresh
-            )
-            with self.guard.critical():
-                printed = self.writer.write(lines)
-                state.open_days[day] = DayState(
-                    day_state.seen | {event_key(event) for event in fetch.events},
-                    fetch.etag,
+            self._read_day(store, state, day, today, read_at, report)
+
+    def _read_day(
+        self,
+        store: StateStore,
+        state: State,
+        day: date,
+        today: date,
+        read_at: str,
+        report: RunReport,
+    ) -> None:
+        """One day's pass, or what this run can read of it: page by page, printed in
+        created_at order at the end. A failure after some pages prints and commits those
+        pages, with where the pass goes on, so every run makes progress."""
+        assert state.account is not None
+        day_state = state.open_days.get(day, DayState())
+        other_days = [kept.seen for other, kept in state.open_days.items() if other != day]
+        progress = PassProgress(started=day_state.pass_started if day_state.next_range else None)
+        pages = self.client.day_pages(
+            state.account["id"],
+            day,
+            self.settings.filters,
+            etag=day_state.etag,
+            start_range=day_state.next_range,
+        )
+        try:
+            for page in pages:
+                progress.started = progress.started or self.trusted_today(today)
+                if page.warning:
+                    self._warn(report, page.warning, day=day.isoformat())
+                lines, keys = self._render_page(
+                    page.events, progress.keys, [day_state.seen, *other_days], read_at, report
                 )
-                close_old_days(state, today, settings.lookback_days)
-                store.save(state)
-            stats.days_read += 1
-            stats.events_emitted += printed
+                with self.guard.critical():
+                    progress.held += lines
+                    progress.keys |= keys
+                    progress.pages += 1
+                    progress.next_range = page.next_range
+                    progress.etag = page.etag
+                    progress.complete = page.next_range is None and page.complete
+        except (StoppedError, OutputClosedError):
+            raise
+        except AuditTrailError:
+            if progress.pages:
+                self._commit(store, state, day, progress, today, report)
+            raise
+        self._commit(store, state, day, progress, today, report)
+
+    def _render_page(
+        self,
+        events: list[dict[str, Any]],
+        pass_keys: set[str],
+        seen_sets: list[set[str]],
+        read_at: str,
+        report: RunReport,
+    ) -> tuple[list[tuple[tuple[datetime, str], bytes]], set[str]]:
+        lines = []
+        keys: set[str] = set()
+        settings = self.settings
+        for event in events:
+            key = event_key(event)
+            if key in keys or key in pass_keys or seen_anywhere(key, seen_sets):
+                keys.add(key)
+                continue
+            keys.add(key)
+            rendered = render(event, settings.output_format, read_at, settings.include_original)
+            if rendered.warning:
+                report.degraded += rendered.line.find(b'"pipeline_error"') >= 0
+                self._warn(report, rendered.warning, event_id=key)
+            lines.append((rendered.order, rendered.line))
+        return lines, keys
+
+    def _commit(
+        self,
+        store: StateStore,
+        state: State,
+        day: date,
+        progress: PassProgress,
+        today: date,
+        report: RunReport,
+    ) -> None:
+        """Print what the pass read, in created_at order, then save the day's state."""
+        progress.held.sort(key=lambda item: item[0])
+        with self.guard.critical():
+            printed = self.writer.write(line for _, line in progress.held)
+            old = state.open_days.get(day, DayState())
+            if progress.complete:
+                new = DayState(
+                    old.seen | progress.keys, progress.etag, None, None, progress.started
+                )
+            else:  # a pass to continue from next_range (or, without one, to start over)
+                started = progress.started if progress.next_range else None
+                new = DayState(
+                    old.seen | progress.keys,
+                    None,
+                    progress.next_range,
+                    started,
+                    old.full_pass_started,
+                )
+            state.open_days[day] = new
+            close_old_days(state, self.trusted_today(today), self.settings.lookback_days)
+            store.save(state)
+        report.days_read += progress.complete
+        report.events_emitted += printed
+
+    def _warn(self, report: RunReport, message: str, **fields: Any) -> None:
+        report.warnings += 1
+        if report.warnings <= MAX_WARNINGS_PER_RUN:
+            self.log.warning(message, **fields)
+        elif report.warnings == MAX_WARNINGS_PER_RUN + 1:
+            self.log.warning("more warnings in this run are not shown; see the poll summary")
 
 
 def partition_name(state: State) -> str:
@@ -189,10 +324,16 @@ def partition_name(state: State) -> str:
 
 
 def close_old_days(state: State, today: date, lookback_days: int) -> None:
-    """Move closed_through over fully read days that left the window; drop their seen sets."""
+    """Move closed_through over the days that a full pass, begun after they left the lookback
+    window, has read; drop their seen sets."""
     assert state.closed_through is not None
+    closable = {
+        day
+        for day, day_state in state.open_days.items()
+        if may_close(day, day_state.full_pass_started, lookback_days)
+    }
     state.closed_through = advance_closed_through(
-        state.closed_through, today, lookback_days, state.open_days
+        state.closed_through, today, lookback_days, closable
     )
     for day in [day for day in state.open_days if day <= state.closed_through]:
         del state.open_days[day]

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from http.client import responses
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from operator import itemgetter
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -80,6 +79,11 @@ class Faults:
     late_count: int = 3
     late_day: date | None = None
     rate_limit_remaining: int | None = None  # reported instead of the bucket's level (no 429s)
+    # Non-conforming servers (DESIGN §9 asks the client to cope with them):
+    failing_days: tuple[date, ...] = ()  # /events for these days answers error_status
+    not_modified_ranged: bool = False  # 304 to every ranged request (a later page)
+    drop_next_range: bool = False  # a 206 with no Next-Range header
+    send_date: bool = True  # False: no Date header (a proxy that strips it)
 
 
 def _seeded_id(seed: int) -> str:
@@ -220,9 +224,10 @@ class Simulator:
         return sorted(days)
 
     def events_for_day(self, day: date) -> list[dict[str, Any]]:
-        """Every event the API would return for `day`, unfiltered, as deep copies."""
+        """Every event the API would return for `day`, unfiltered, as deep copies (a planted
+        raw element as its sort id alone: its bytes may be beyond any parser)."""
         with self._lock:
-            encoded = orjson.dumps(self._day(day))
+            encoded = orjson.dumps([{"id": e["id"]} if _RAW in e else e for e in self._day(day)])
         result: list[dict[str, Any]] = orjson.loads(encoded)
         return result
 
@@ -240,6 +245,21 @@ class Simulator:
             encoded = orjson.dumps(fresh)
         result: list[dict[str, Any]] = orjson.loads(encoded)
         return result
+
+    def plant(self, day: date, events: list[dict[str, Any]]) -> None:
+        """Add these exact events to `day` (any shape: no id, odd times, the same id as an
+        event of another day), visible at once."""
+        with self._lock:
+            self._day(day).extend(orjson.loads(orjson.dumps(events)))
+            self._generation += 1
+
+    def plant_raw(self, day: date, sort_id: str, raw: bytes) -> None:
+        """Add one element to `day` as these exact bytes, which need not be valid for orjson
+        (`1e400`, a lone surrogate escape, deep nesting, bytes that are not UTF-8). `sort_id`
+        places it among the day's ids."""
+        with self._lock:
+            self._day(day).append({"id": sort_id, _RAW: orjson.Fragment(raw)})
+            self._generation += 1
 
     def events_requests(self) -> int:
         """How many /events requests were answered, whatever the status."""
@@ -405,25 +425,31 @@ class Simulator:
     def _events(self, query: dict[str, str], headers: dict[str, str | None]) -> _Response:
         self._add_late_events_when_due()
         day = _parse_day(query.get("day"))
+        if day in self.faults.failing_days:
+            status = self.faults.error_status
+            raise _Reply(status, "service_unavailable", f"Simulated failure of {day}.")
         first, exclusive, last, page_max = self._parse_range(headers.get("range"))
         ids, events = self._matching(day, query)
         low = (bisect_right if exclusive else bisect_left)(ids, first)
         high = len(ids) if last is None else bisect_right(ids, last)
         end = min(high, low + page_max)
         page = events[low:end]
-        body = orjson.dumps({"data": page} if self.faults.envelope else page)
+        items = [event.get(_RAW, event) for event in page]
+        body = orjson.dumps({"data": items} if self.faults.envelope else items)
         etag = f'"{hashlib.sha256(body).hexdigest()}"'
-        if _etag_matches(headers.get("if-none-match"), etag):
+        if _etag_matches(headers.get("if-none-match"), etag) or (
+            self.faults.not_modified_ranged and headers.get("range")
+        ):
             return _Response(304, b"", {"ETag": etag})
         if self._chance(self.faults.invalid_json_rate):
             return _Response(200, _NOT_JSON)
         response = _Response(206 if end < high else 200, body, {"Accept-Ranges": "id"})
         response.headers["ETag"] = etag
         if page:
-            first_id, last_id = page[0]["id"], page[-1]["id"]
+            first_id, last_id = _sort_id(page[0]), _sort_id(page[-1])
             response.headers["Content-Range"] = f"id {first_id}..{last_id}; max={page_max}"
-        if end < high:
-            response.headers["Next-Range"] = f"]{page[-1]['id']}..{last or ''}; max={page_max}"
+        if end < high and not self.faults.drop_next_range:
+            response.headers["Next-Range"] = f"]{last_id}..{last or ''}; max={page_max}"
         response.cut = self._chance(self.faults.cut_rate)
         return response
 
@@ -467,8 +493,8 @@ class Simulator:
             key = (day, *wanted)
             cached = self._pages.get(key)
             if cached is None or cached[0] != len(events):
-                chosen = sorted((e for e in events if matches(e, *wanted)), key=itemgetter("id"))
-                cached = self._pages[key] = (len(events), [e["id"] for e in chosen], chosen)
+                chosen = sorted((e for e in events if matches(e, *wanted)), key=_sort_id)
+                cached = self._pages[key] = (len(events), [_sort_id(e) for e in chosen], chosen)
             return cached[1], cached[2]
 
     # -- archives ---------------------------------------------------------------------------
@@ -517,6 +543,15 @@ class Simulator:
         if month not in self._archive_months() or path != self._archive_path(month):
             raise _not_found("No such archive file.")
         return _Response(200, self._archive(month)[1], {"Content-Type": "application/gzip"})
+
+
+_RAW = "\x00raw"  # a planted element kept as bytes (plant_raw)
+
+
+def _sort_id(event: dict[str, Any]) -> str:
+    """Pages are ranges of ids; a planted event without a string id sorts first."""
+    event_id = event.get("id")
+    return event_id if isinstance(event_id, str) else ""
 
 
 def _parse_day(value: str | None) -> date:
@@ -568,8 +603,12 @@ class _Handler(BaseHTTPRequestHandler):
         assert isinstance(server, _Server)
         wanted = ("authorization", "accept", "range", "if-none-match")
         headers = {name: self.headers.get(name) for name in wanted}
-        response = server.simulator.respond(self.command, self.path, headers)
-        self.send_response(response.status)
+        simulator = server.simulator
+        response = simulator.respond(self.command, self.path, headers)
+        self.send_response_only(response.status)
+        self.send_header("Server", "heroku-audit-trail-simulator")
+        if simulator.faults.send_date:
+            self.send_header("Date", self.date_time_string())
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))

@@ -1,17 +1,33 @@
-"""Day arithmetic and boundary dedupe for the per-day cursor (DESIGN §5). Pure, no I/O."""
+"""Day arithmetic and boundary dedupe for the per-day cursor (DESIGN §5). Pure, no I/O.
+
+A day is closed (never read again, its seen ids dropped) only after a *full pass* over it, from
+its first page to its last, that began once the day had left the lookback window: a pass that
+began earlier may have run before the day's late events arrived.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import date, timedelta
 from typing import Any
 
 from heroku_audit_trail.ecs import event_key, sort_key
 
 
+def horizon(today: date, lookback_days: int) -> date:
+    """The last day outside the lookback window: the latest day that may be closed."""
+    return today - timedelta(days=lookback_days + 1)
+
+
 def first_closed_through(today: date, lookback_days: int) -> date:
     """On a first run, every day before `today - lookback` counts as already closed."""
-    return today - timedelta(days=lookback_days + 1)
+    return horizon(today, lookback_days)
+
+
+def rewound(closed_through: date, today: date, lookback_days: int) -> date:
+    """A cursor ahead of the window (a clock that ran ahead, a hand-edited or planted state)
+    must not silence the feed: bring it back to the horizon, so the window is read again."""
+    return min(closed_through, horizon(today, lookback_days))
 
 
 def days_to_read(closed_through: date, today: date) -> list[date]:
@@ -20,15 +36,25 @@ def days_to_read(closed_through: date, today: date) -> list[date]:
     return [closed_through + timedelta(days=offset) for offset in range(1, count + 1)]
 
 
+def may_close(day: date, full_pass_started: date | None, lookback_days: int) -> bool:
+    """True when a completed pass over `day` began after the day left the lookback window."""
+    return full_pass_started is not None and day <= horizon(full_pass_started, lookback_days)
+
+
 def advance_closed_through(
-    closed_through: date, today: date, lookback_days: int, read_days: Iterable[date]
+    closed_through: date, today: date, lookback_days: int, closable_days: Collection[date]
 ) -> date:
-    """Close, in order, the fully read days that fell out of the lookback window."""
-    horizon = today - timedelta(days=lookback_days + 1)
-    done = set(read_days)
-    while closed_through < horizon and closed_through + timedelta(days=1) in done:
+    """Close, in order, the closable days that fell out of the lookback window; stop at the
+    first day that is not closable, so no day is skipped over."""
+    last = horizon(today, lookback_days)
+    while closed_through < last and closed_through + timedelta(days=1) in closable_days:
         closed_through += timedelta(days=1)
     return closed_through
+
+
+def seen_anywhere(key: str, seen_sets: Iterable[Collection[str]]) -> bool:
+    """An id already printed for any open day (an event returned for two days prints once)."""
+    return any(key in seen for seen in seen_sets)
 
 
 def date_range(since: date, until: date) -> list[date]:
@@ -36,7 +62,7 @@ def date_range(since: date, until: date) -> list[date]:
     return [since + timedelta(days=offset) for offset in range((until - since).days + 1)]
 
 
-def new_events(events: Iterable[dict[str, Any]], seen_ids: set[str]) -> list[dict[str, Any]]:
+def new_events(events: Iterable[dict[str, Any]], seen_ids: Collection[str]) -> list[dict[str, Any]]:
     """Events not seen before (each id once, even if a page repeated it), in created_at order."""
     fresh: dict[str, dict[str, Any]] = {}
     for event in events:
