@@ -24,7 +24,7 @@ cat > "$pkg/usr/bin/heroku-audit-trail" <<'WRAPPER'
 #!/bin/sh
 lib="$(dirname "$(readlink -f "$0")")/../lib/heroku-audit-trail"
 exec "${HEROKU_AUDIT_PYTHON:-/usr/bin/python3}" -I -c \
-    'import sys; sys.path.insert(0, sys.argv.pop(1)); from heroku_audit_trail.cli import main; sys.exit(main())' \
+    'import sys; sys.path.insert(0, sys.argv.pop(1)); from heroku_audit_trail.cli import run; run()' \
     "$lib" "$@"
 WRAPPER
 chmod 0755 "$pkg/usr/bin/heroku-audit-trail"

@@ -55,9 +55,9 @@ def unpacked():
 
 
 sys.path.insert(0, str(unpacked()))
-from heroku_audit_trail.cli import main  # noqa: E402
+from heroku_audit_trail.cli import run  # noqa: E402
 
-sys.exit(main())
+run()
 """
 
 

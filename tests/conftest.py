@@ -5,6 +5,7 @@ Every subprocess run checks that the token appears in none of stdout, stderr or 
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -65,6 +66,14 @@ def assert_secret_absent(secret: str, *places: bytes | str | Path) -> None:
             assert needle not in data, "token leaked into the output"
 
 
+def faketime_library() -> str:
+    """libfaketime, preloaded directly: the `faketime` wrapper forks, and a signal sent to it
+    would not reach the program (.ci/run installs Debian's faketime)."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    assert found, "libfaketime is missing: apt-get install faketime"
+    return found[0]
+
+
 @dataclass
 class Cli:
     """Runs `python -m heroku_audit_trail` against the simulator with a private state dir."""
@@ -94,10 +103,16 @@ class Cli:
             **self.env,
         }
 
-    def command(self, *args: str, clock: str | None = None) -> list[str]:
-        """The command line; `clock` (e.g. "+3d") runs it under faketime with that offset."""
-        fake = ["faketime", "-f", clock] if clock else []
-        return [*fake, sys.executable, "-m", "heroku_audit_trail", *args]
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "heroku_audit_trail", *args]
+
+    def env_for(self, env: dict[str, str] | None, clock: str | None) -> dict[str, str]:
+        """The run's environment; `clock` (e.g. "+3d") moves its clock with libfaketime."""
+        full = {**self.base_env(), **(env or {})}
+        if clock:
+            # The monotonic clock moves too: with it left alone, libfaketime breaks sleep().
+            full |= {"LD_PRELOAD": faketime_library(), "FAKETIME": clock}
+        return full
 
     def popen(
         self,
@@ -107,8 +122,8 @@ class Cli:
         clock: str | None = None,
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            self.command(*args, clock=clock),
-            env={**self.base_env(), **(env or {})},
+            self.command(*args),
+            env=self.env_for(env, clock),
             stdout=stdout,
             stderr=subprocess.PIPE,
         )
@@ -120,11 +135,9 @@ class Cli:
         timeout: float = 90,
         clock: str | None = None,
     ) -> Run:
-        full_env = {**self.base_env(), **(env or {})}
-        for key in [key for key, value in full_env.items() if value is None]:
-            del full_env[key]
+        full_env = self.env_for(env, clock)
         done = subprocess.run(
-            self.command(*args, clock=clock),
+            self.command(*args),
             env=full_env,
             capture_output=True,
             timeout=timeout,

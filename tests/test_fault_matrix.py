@@ -9,9 +9,12 @@ import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from heroku_audit_trail.simulator import Faults, Simulator, SimulatorConfig
 
@@ -73,3 +76,73 @@ def test_random_faults_never_lose_an_event(tmp_path: Path, seed: int) -> None:
         assert set(printed) == window_ids(sim)
         if not killed:
             assert max(printed.values()) == 1
+
+
+# -- clocks, stops and late events (issue G1): at least once, whatever the order ------------
+
+STEP = st.fixed_dictionaries(
+    {
+        "clock_days": st.integers(-3, 3),
+        "server_date": st.booleans(),
+        "stop": st.sampled_from(["none", "deadline", "outage", "sigterm", "sigkill"]),
+        "stop_after": st.floats(0.3, 1.2),  # after start-up: the handlers are in place
+        "late_day": st.integers(0, 1),
+        "late_count": st.integers(0, 3),
+    }
+)
+
+
+def run_step(cli: Cli, sim: Simulator, step: dict[str, Any]) -> list[str]:
+    """One run as the step says; the ids of the whole lines it printed."""
+    today = utc_today()
+    clock = f"{step['clock_days']:+d}d" if step["clock_days"] else None
+    sim.faults.send_date = step["server_date"]
+    if step["late_count"]:
+        sim.add_events(today - timedelta(days=step["late_day"]), step["late_count"])
+    if step["stop"] in ("sigterm", "sigkill"):
+        sim.faults.latency = 0.05
+        process = cli.popen("poll", clock=clock)
+        time.sleep(step["stop_after"])
+        process.send_signal(signal.SIGTERM if step["stop"] == "sigterm" else signal.SIGKILL)
+        out, err = process.communicate(timeout=30)
+        cli.check_secret(out, err)
+        sim.faults.latency = 0.0
+        assert process.returncode in (0, 143, -signal.SIGKILL), err
+        return [orjson.loads(line)["event"]["id"] for line in out.split(b"\n")[:-1]]
+    args = ["poll"]
+    if step["stop"] == "deadline":
+        sim.faults.latency = 0.3
+        args += ["--max-runtime", "1"]
+    if step["stop"] == "outage":
+        sim.faults.failing_days = (today - timedelta(days=step["late_day"]),)
+    run = cli.run(*args, clock=clock)
+    sim.faults.latency, sim.faults.failing_days = 0.0, ()
+    assert run.code in (0, 69, 75), run.stderr
+    return run.ids
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(STEP, min_size=3, max_size=5))
+def test_clocks_stops_and_late_events_lose_nothing(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[dict[str, Any]]
+) -> None:
+    home = tmp_path_factory.mktemp("clocks")
+    config = SimulatorConfig(seed=len(steps), events_per_day=60, history_days=6)
+    with Simulator(config) as sim:
+        cli = Cli(sim, home)
+        printed = set(cli.run("poll").ids)  # the install: its window is the one to keep whole
+        for step in steps:
+            printed.update(run_step(cli, sim, step))
+        sim.faults.send_date = True
+        for _ in range(2):  # the clock right again: what is owed arrives
+            final = cli.run("poll")
+            assert final.code == 0, final.stderr
+            printed.update(final.ids)
+        assert window_ids(sim) <= printed

@@ -1,5 +1,3 @@
-import sys
+from heroku_audit_trail.cli import run
 
-from heroku_audit_trail.cli import main
-
-sys.exit(main())
+run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -327,3 +328,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if code == OutputClosedError.exit_code:
         _silence_stdout()
     return code
+
+
+def run() -> NoReturn:
+    """The process entry point: main(), then exit with its code. From here on a SIGTERM or
+    SIGINT is ignored: the run's work is saved, and Python's shutdown restores the default
+    handlers, so a signal arriving now would turn a clean exit into "killed by signal"."""
+    code = main()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
