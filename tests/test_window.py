@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import date
 
+from heroku_audit_trail.cursor import DayState
 from heroku_audit_trail.window import (
     advance_closed_through,
     date_range,
     days_to_read,
     first_closed_through,
+    may_close,
     new_events,
+    reading_order,
+    rewound,
 )
 
 TODAY = date(2026, 11, 24)
@@ -45,3 +49,24 @@ def test_new_events_drops_seen_and_repeated_ids_and_sorts_by_time() -> None:
     ]
     fresh = new_events(events, {"b"})
     assert [event["id"] for event in fresh] == ["a", "c", "z"]
+
+
+def test_days_never_read_in_full_come_first() -> None:
+    days = [date(2026, 11, 22), date(2026, 11, 23), TODAY]
+    open_days = {
+        date(2026, 11, 22): DayState(full_pass_started=TODAY),
+        date(2026, 11, 23): DayState(full_pass_started=TODAY, next_range="]x..; max=1000"),
+    }
+    assert reading_order(days, open_days) == [date(2026, 11, 23), TODAY, date(2026, 11, 22)]
+
+
+def test_a_day_closes_only_after_a_full_pass_begun_outside_the_window() -> None:
+    day = date(2026, 11, 22)
+    assert not may_close(day, None, 1)
+    assert not may_close(day, date(2026, 11, 23), 1)  # begun while the day was in the window
+    assert may_close(day, date(2026, 11, 24), 1)
+
+
+def test_a_cursor_ahead_of_the_window_is_brought_back() -> None:
+    assert rewound(date(2099, 12, 31), TODAY, 1) == date(2026, 11, 22)
+    assert rewound(date(2026, 11, 20), TODAY, 1) == date(2026, 11, 20)

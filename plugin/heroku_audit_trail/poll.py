@@ -26,6 +26,7 @@ from heroku_audit_trail.window import (
     days_to_read,
     first_closed_through,
     may_close,
+    reading_order,
     rewound,
     seen_anywhere,
 )
@@ -204,7 +205,7 @@ class Poller:
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.save(state)
         read_at = format_time(self.now())
-        for day in days_to_read(state.closed_through, today):
+        for day in reading_order(days_to_read(state.closed_through, today), state.open_days):
             self.guard.check()
             self._read_day(store, state, day, today, read_at, report)
 

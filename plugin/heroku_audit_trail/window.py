@@ -7,7 +7,7 @@ began earlier may have run before the day's late events arrived.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -34,6 +34,18 @@ def days_to_read(closed_through: date, today: date) -> list[date]:
     """Every day after the closed ones up to today, oldest first (empty if the clock went back)."""
     count = (today - closed_through).days
     return [closed_through + timedelta(days=offset) for offset in range(1, count + 1)]
+
+
+def reading_order(days: list[date], open_days: Mapping[date, Any]) -> list[date]:
+    """Days never read in full (new, or with a pass under way) first, then the re-reads for
+    late events, each oldest first: a day too big for one run cannot starve the days after it,
+    and every run makes progress on something."""
+
+    def read_in_full(day: date) -> bool:
+        kept = open_days.get(day)
+        return kept is not None and kept.full_pass_started is not None and not kept.next_range
+
+    return sorted(days, key=lambda day: (read_in_full(day), day))
 
 
 def may_close(day: date, full_pass_started: date | None, lookback_days: int) -> bool:
