@@ -98,3 +98,13 @@ def test_enterprises_from_flag_or_env() -> None:
 def test_malformed_names_are_refused_before_any_request(name: str) -> None:
     with pytest.raises(ConfigError):
         parse_enterprises([name], {})
+
+
+def test_a_netrc_others_can_read_gives_a_warning(tmp_path: Path) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.heroku.com\n  login me@example.com\n  password from-netrc\n")
+    netrc.chmod(0o644)
+    token = load_token(None, {"NETRC": str(netrc)}, API)
+    assert token.warning and "chmod 600" in token.warning
+    netrc.chmod(0o600)
+    assert load_token(None, {"NETRC": str(netrc)}, API).warning is None

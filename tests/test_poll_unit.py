@@ -14,10 +14,12 @@ import pytest
 from heroku_audit_trail.api import Page
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore
+from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import ApiUnavailableError, ConfigError
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
-from heroku_audit_trail.poll import Poller, due_enterprises, skip_reason
+from heroku_audit_trail.poll import Poller, due_enterprises
+from heroku_audit_trail.schedule import Backoff, after_failure, skip_reason
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 TODAY = NOW.date()
@@ -33,6 +35,7 @@ class FakeClient:
         self.requests_made = 0
         self.rate_limit_remaining: int | None = 4000
         self.server_time: datetime | None = None
+        self.last_retry_after: float | None = None
 
     def enterprise_account(self, id_or_name: str) -> dict[str, Any]:
         if id_or_name == "unknown":
@@ -147,12 +150,33 @@ def test_etag_makes_the_second_read_print_nothing(tmp_path: Path) -> None:
     [(10, 60, True), (56, 60, False), (54, 60, True), (10, 0, False), (-30, 60, False)],
 )
 def test_skip_reason(elapsed: float, min_interval: float, skips: bool) -> None:
-    from heroku_audit_trail.cursor import State
-
     started = (NOW - timedelta(seconds=elapsed)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    state = State(partition={"enterprise": "acme"}, last_run={"started_at": started})
-    assert (skip_reason(state, NOW, min_interval) is not None) is skips
-    assert skip_reason(None, NOW, min_interval) is None
+    assert (skip_reason(started, None, NOW, min_interval) is not None) is skips
+    assert skip_reason(None, None, NOW, min_interval) is None
+
+
+@pytest.mark.parametrize(
+    ("failures", "ago", "retry_after", "skips"),
+    [
+        (1, 50, None, True),  # 60 s after one failure
+        (1, 70, None, False),
+        (3, 200, None, True),  # 240 s after three
+        (3, 250, None, False),
+        (10, 850, None, True),  # capped at 900 s
+        (10, 950, None, False),
+        (1, 70, 600, True),  # a Retry-After later than the backoff wins
+        (1, 610, 600, False),
+    ],
+)
+def test_failure_backoff(failures: int, ago: float, retry_after: float | None, skips: bool) -> None:
+    failed_at = NOW - timedelta(seconds=ago)
+    backoff = Backoff(failures, failed_at, None)
+    if retry_after:
+        backoff = after_failure(None, failed_at, retry_after)
+    just_now = format_time(NOW - timedelta(seconds=1))
+    assert (skip_reason(just_now, backoff, NOW, 60) is not None) is skips
+    assert skip_reason(just_now, backoff, NOW, 0) is None  # 0 turns both guards off
+    assert Backoff.from_json(backoff.to_json()) == backoff
 
 
 def test_a_corrupt_state_fails_only_its_own_partition(tmp_path: Path) -> None:

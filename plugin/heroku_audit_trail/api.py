@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 import requests
@@ -28,6 +29,7 @@ from heroku_audit_trail.errors import (
     RateLimitedError,
 )
 from heroku_audit_trail.jsonbody import parse_events
+from heroku_audit_trail.logs import REDACTED
 
 ACCEPT = "application/vnd.heroku+json; version=3"
 USER_AGENT = f"heroku-audit-trail/{__version__} (+python-requests)"
@@ -39,6 +41,11 @@ BACKOFF_BASE = 0.5
 PAGE_MAX = 1000
 PAGE_CAP = 1000  # pages per day: 1M events, far past any real account, short of forever
 HEROKU_PAGE_SIZE = 200  # what Heroku sends when asked for no Range
+# What one response may inflate to (gzip included), read as a stream and refused past it (exit
+# 65): a page of 1000 events of 12 KB is 12 MiB; an archive is a month of an account's events.
+PAGE_BYTES_CAP = 64 << 20
+ARCHIVE_BYTES_CAP = 1 << 30
+_CHUNK = 1 << 16
 
 # One table from status to (exception, what to tell the user). The guide's troubleshooting
 # headings lead where it has them.
@@ -138,16 +145,63 @@ def _retry_after(response: requests.Response) -> float | None:
     return None if until is None else max(0.0, (until - now).total_seconds())
 
 
-def _error_detail(response: requests.Response) -> str:
-    """The API's own message, when the body is the documented {id, message} object."""
+def _error_detail(response: requests.Response, secret: str) -> str:
+    """The API's own message, when the body is the documented {id, message} object. The token
+    is masked before the message is cut short: a cut first could leave most of it in view."""
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return ""
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         error_id = body.get("id") if isinstance(body.get("id"), str) else "error"
-        return f" (Heroku said {error_id}: {body['message'].strip()[:200]})"
+        error_id, message = (
+            text.replace(secret, REDACTED) if secret else text
+            for text in (str(error_id), body["message"].strip())
+        )
+        return f" (Heroku said {error_id[:60]}: {message[:200]})"
     return ""
+
+
+def _read_capped(response: requests.Response, cap: int, what: str) -> bytes:
+    """The body, decoded (gzip), a chunk at a time; MalformedDataError past `cap` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_content(_CHUNK):
+        total += len(chunk)
+        if total > cap:
+            response.close()
+            raise MalformedDataError(
+                f"a Heroku API response{' (' + what + ')' if what else ''} inflates past "
+                f"{cap >> 20} MiB, the most this program reads; nothing of it was printed",
+                request_id=response.headers.get("Request-Id"),
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _tls_reason(error: Exception) -> str:
+    text = str(error)
+    for needle, reason in (
+        ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not trusted"),
+        ("WRONG_VERSION_NUMBER", "the server does not speak TLS (plain HTTP on an https URL?)"),
+        ("hostname", "the certificate does not name this host"),
+    ):
+        if needle in text:
+            return reason
+    return "TLS handshake failed"
+
+
+class _NoNetrc(requests.auth.AuthBase):
+    """Set as the session's auth so that requests never reads ~/.netrc on its own (it does when
+    a session has no auth): the token goes on API requests explicitly, and nowhere else."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
 
 
 class HerokuClient:
@@ -166,13 +220,21 @@ class HerokuClient:
         self.rate_limit_floor = rate_limit_floor
         self.sleep = sleep
         self.session = session or requests.Session()
-        self.session.trust_env = False  # no proxy or netrc surprises: auth is ours alone
-        self._auth = {"Authorization": f"Bearer {token.reveal()}"}
+        # Proxies (HTTPS_PROXY, NO_PROXY) and CA bundles (REQUESTS_CA_BUNDLE) from the
+        # environment, like any requests-based tool; SSL_CERT_FILE too, which requests ignores.
+        self.session.trust_env = True
+        self.session.auth = _NoNetrc()
+        ca_file = os.environ.get("SSL_CERT_FILE")
+        if ca_file and not os.environ.get("REQUESTS_CA_BUNDLE"):
+            self.session.verify = ca_file
+        self._token = token.reveal()
+        self._auth = {"Authorization": f"Bearer {self._token}"}
         self.token_source = token.source
         self.requests_made = 0
         self.rate_limit_remaining: int | None = None
         self.last_request_id: str | None = None
         self.server_time: datetime | None = None  # the last response's Date: a second clock
+        self.last_retry_after: float | None = None  # seconds, from the last 429 that had one
         self._waited = 0.0
 
     # -- the endpoints -------------------------------------------------------------------
@@ -291,7 +353,7 @@ class HerokuClient:
 
     def download(self, url: str) -> bytes:
         """An archive file: its URL is pre-signed storage, so no Heroku token goes with it."""
-        return self._send(url, headers={}, authenticated=False).content
+        return self._send(url, headers={}, authenticated=False, cap=ARCHIVE_BYTES_CAP).content
 
     # -- the request loop ----------------------------------------------------------------
 
@@ -314,6 +376,7 @@ class HerokuClient:
         params: dict[str, str] | None = None,
         authenticated: bool = True,
         missing_ok: bool = False,
+        cap: int = PAGE_BYTES_CAP,
     ) -> requests.Response:
         attempt = 0
         while True:
@@ -333,7 +396,16 @@ class HerokuClient:
                     headers=request_headers,
                     timeout=timeout,
                     allow_redirects=not authenticated,
+                    stream=True,
                 )
+                response._content = _read_capped(response, cap, "" if authenticated else "archive")
+            except requests.exceptions.SSLError as error:
+                # Not retried: a wrong CA or plain HTTP on an https URL does not heal by itself.
+                self.requests_made += 1
+                raise ApiUnavailableError(
+                    f"TLS to {_origin(url)} failed: {_tls_reason(error)}; if a proxy inspects "
+                    "TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA bundle"
+                ) from None
             except requests.RequestException as error:
                 self.requests_made += 1
                 self.deadline.check()
@@ -353,6 +425,7 @@ class HerokuClient:
                 failure = self._failure(response, authenticated)
                 if status == 429:
                     retry_after = _retry_after(response)
+                    self.last_retry_after = retry_after
                 elif status < 500:
                     raise failure
             attempt += 1
@@ -396,6 +469,6 @@ class HerokuClient:
         if status >= 500:
             message = f"Heroku API unavailable: HTTP {status} after the bounded retries"
         return exception(
-            f"{message}{_error_detail(response)}",
+            f"{message}{_error_detail(response, self._token)}",
             request_id=response.headers.get("Request-Id"),
         )

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -223,6 +224,8 @@ def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
 
     token = load_token(settings.token_file, env, settings.api_url)
     log.add_secret(token.reveal())
+    if token.warning:
+        log.warning(token.warning)
     return HerokuClient(
         settings.api_url,
         token,
@@ -294,6 +297,22 @@ def _silence_stdout() -> None:
         pass  # no stdout at all: nothing will be flushed
 
 
+def reserve_standard_fds() -> None:
+    """A process started with stderr (or stdin) closed would hand that descriptor number to
+    the next file it opens, a state file among them, and a stray write to "stderr" would land
+    in it. Hold the closed ones on /dev/null. A closed stdout stays an error (exit 74):
+    sys.stdout is None then, whatever fd 1 becomes."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with suppress(OSError):
+                devnull = os.open(os.devnull, os.O_RDWR)
+                if devnull != fd:
+                    os.dup2(devnull, fd)
+                    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     guard = StopGuard()
@@ -334,6 +353,7 @@ def run() -> NoReturn:
     """The process entry point: main(), then exit with its code. From here on a SIGTERM or
     SIGINT is ignored: the run's work is saved, and Python's shutdown restores the default
     handlers, so a signal arriving now would turn a clean exit into "killed by signal"."""
+    reserve_standard_fds()
     code = main()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -25,11 +25,12 @@ _ENTERPRISE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 class Secret:
     """A token that never shows itself in a repr, a traceback's locals or an f-string."""
 
-    __slots__ = ("_value", "source")
+    __slots__ = ("_value", "source", "warning")
 
-    def __init__(self, value: str, source: str) -> None:
+    def __init__(self, value: str, source: str, warning: str | None = None) -> None:
         self._value = value
         self.source = source
+        self.warning = warning  # about where it was kept, e.g. a netrc others can read
 
     def reveal(self) -> str:
         return self._value
@@ -141,7 +142,13 @@ def _netrc_token(env: Mapping[str, str], api_host: str) -> Secret | None:
     for machine in dict.fromkeys((api_host, NETRC_MACHINE)):
         entry = entries.authenticators(machine)
         if entry and entry[2]:
-            return _checked(entry[2], f"netrc file {path} (machine {machine})")
+            token = _checked(entry[2], f"netrc file {path} (machine {machine})")
+            if os.stat(path).st_mode & 0o077:
+                token.warning = (
+                    f"netrc file {path} holding the Heroku token can be read by other users; "
+                    f"run 'chmod 600 {path}'"
+                )
+            return token
     return None
 
 

@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 
 from heroku_audit_trail.errors import LockHeldError, MalformedDataError, StateWriteError
+from heroku_audit_trail.schedule import Backoff
 
 STATE_VERSION = 1
 
@@ -66,7 +68,8 @@ class State:
     account: dict[str, str] | None = None
     closed_through: date | None = None
     open_days: dict[date, DayState] = field(default_factory=dict)
-    last_run: dict[str, Any] | None = None
+    last_run: dict[str, Any] | None = None  # the last successful run
+    backoff: Backoff | None = None  # failed runs since it (DESIGN §3, failure backoff)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +82,7 @@ class State:
                 for day, day_state in sorted(self.open_days.items())
             },
             "last_run": self.last_run,
+            "backoff": self.backoff.to_json() if self.backoff else None,
         }
 
 
@@ -144,13 +148,35 @@ def parse_state(path: Path, raw: bytes) -> State:
     last_run = doc.get("last_run")
     if last_run is not None and not isinstance(last_run, dict):
         raise _corrupt(path, "last_run is not an object")
+    try:
+        backoff = Backoff.from_json(doc.get("backoff"))
+    except ValueError as error:
+        raise _corrupt(path, str(error)) from None
     return State(
+        backoff=backoff,
         partition=partition,
         account=account,
         closed_through=None if closed is None else _parse_day(path, closed),
         open_days=open_days,
         last_run=last_run,
     )
+
+
+def refuse_if_shared(path: Path, status: os.stat_result, what: str) -> None:
+    """As ssh does with its keys: a state another user could write is refused, since a planted
+    cursor (closed_through in 2099, a seen set holding every id) would silence the feed."""
+    uid = os.geteuid()
+    if status.st_uid not in (uid, 0):
+        raise StateWriteError(
+            f"{what} {path} belongs to uid {status.st_uid}, not to this user (uid {uid}); "
+            f"refusing to trust it: run 'chown {uid} {path}' or choose another --state-dir"
+        )
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = stat.S_IMODE(status.st_mode)
+        raise StateWriteError(
+            f"{what} {path} is writable by group or others (mode {mode:o}), so anyone could "
+            f"plant a cursor that silences the feed; run 'chmod go-w {path}'"
+        )
 
 
 class StateStore:
@@ -176,18 +202,27 @@ class StateStore:
                 f"state directory {self.state_dir} is not a directory; "
                 "set --state-dir or HEROKU_AUDIT_STATE_DIR to a directory"
             )
+        refuse_if_shared(self.state_dir, os.stat(self.state_dir), "state directory")
 
     def load(self) -> State | None:
         try:
-            raw = self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
         except NotADirectoryError:
             raise StateWriteError(f"state directory {self.state_dir} is not a directory") from None
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise StateWriteError(
+                    f"state file {self.path} is a symlink; refusing to follow it (a planted "
+                    "link could swap the cursor): remove it, or replace it with the file"
+                ) from None
             raise MalformedDataError(
                 f"cannot read state file {self.path}: {error.strerror}; it was left untouched"
             ) from None
+        with os.fdopen(fd, "rb") as file:
+            refuse_if_shared(self.path, os.fstat(file.fileno()), "state file")
+            raw = file.read()
         state = parse_state(self.path, raw)
         if state.partition != self.partition.as_dict():
             raise _corrupt(self.path, "it belongs to another partition")
@@ -233,8 +268,12 @@ class StateStore:
     def lock(self) -> Iterator[None]:
         """An exclusive, non-blocking flock: a second run of the same partition exits 75."""
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise StateWriteError(
+                    f"lock file {self.lock_path} is a symlink; refusing to follow it: remove it"
+                ) from None
             raise StateWriteError(
                 f"cannot create lock file {self.lock_path}: {error.strerror}; "
                 "set --state-dir or HEROKU_AUDIT_STATE_DIR to a writable directory"

@@ -56,6 +56,8 @@ class Log:
             prefix = "" if level == "info" else f"{level}: "
             line = f"{LOGGER_NAME}: {prefix}{message}" + (f" ({details})" if details else "")
         stream = self.stream or sys.stderr
+        if stream is None:
+            return  # started without stderr: nothing can be told, and the run goes on
         try:
             stream.write(self.mask(line) + "\n")
             stream.flush()

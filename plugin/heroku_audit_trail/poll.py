@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -15,12 +16,15 @@ from heroku_audit_trail.errors import (
     EX_IOERR,
     EX_SIGINT,
     EX_SIGTERM,
+    ApiUnavailableError,
     AuditTrailError,
     OutputClosedError,
+    RateLimitedError,
     StoppedError,
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.schedule import after_failure, skip_reason
 from heroku_audit_trail.window import (
     advance_closed_through,
     days_to_read,
@@ -34,40 +38,25 @@ from heroku_audit_trail.window import (
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
     from heroku_audit_trail.api import HerokuClient
 
-MIN_INTERVAL_SLACK = 5.0  # seconds of scheduler jitter forgiven by --min-interval
-
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def skip_reason(state: State | None, now: datetime, min_interval: float) -> str | None:
-    """Why this run should not call the API yet, or None. Pure."""
-    if state is None or not state.last_run or min_interval <= 0:
-        return None
-    started = state.last_run.get("started_at")
-    try:
-        last_start = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    elapsed = (now - last_start).total_seconds()
-    if 0 <= elapsed < min_interval - MIN_INTERVAL_SLACK:
-        return (
-            f"skipped: the last successful run started {elapsed:.0f} s ago, "
-            f"less than --min-interval {min_interval:.0f} s"
-        )
-    return None
-
-
 def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
-    """The partitions --min-interval lets run now; the others are logged and skipped."""
+    """The partitions --min-interval and the failure backoff let run now; the others are
+    skipped, and logged only for a person at a terminal."""
     due = []
     for enterprise in settings.enterprises:
         store = StateStore(settings.state_dir, Partition(enterprise, settings.filters))
         try:
-            reason = skip_reason(store.load(), now, settings.min_interval)
+            state = store.load()
         except AuditTrailError:
-            reason = None  # a corrupt or unreadable state is reported by its own partition's run
+            state = None  # a corrupt or unreadable state is reported by its own partition's run
+        reason = None
+        if state is not None:
+            started = (state.last_run or {}).get("started_at")
+            reason = skip_reason(started, state.backoff, now, settings.min_interval)
         if reason is None:
             due.append(enterprise)
         elif log.log_format == "text":
@@ -155,6 +144,14 @@ class Poller:
             requests_before = self.client.requests_made
             try:
                 self._read_days(store, state, report, started_at.date())
+            except (ApiUnavailableError, RateLimitedError):
+                # Remembered, so the next runs leave the API alone for a while (a run a second
+                # under Fluent Bit would otherwise retry a storm or an outage every second).
+                retry_after = self.client.last_retry_after
+                state.backoff = after_failure(state.backoff, self.now(), retry_after)
+                with suppress(AuditTrailError):
+                    store.save(state)
+                raise
             finally:
                 self.log.info(
                     "poll summary",
@@ -177,6 +174,7 @@ class Poller:
                 "requests": self.client.requests_made - requests_before,
                 "rate_limit_remaining": self.client.rate_limit_remaining,
             }
+            state.backoff = None
             store.save(state)
 
     def trusted_today(self, today: date) -> date:
@@ -206,6 +204,8 @@ class Poller:
         store.save(state)
         read_at = format_time(self.now())
         for day in reading_order(days_to_read(state.closed_through, today), state.open_days):
+            if day <= state.closed_through:
+                continue  # closed since the list was made: its seen ids are gone, not its events
             self.guard.check()
             self._read_day(store, state, day, today, read_at, report)
 

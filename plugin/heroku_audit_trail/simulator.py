@@ -84,6 +84,9 @@ class Faults:
     not_modified_ranged: bool = False  # 304 to every ranged request (a later page)
     drop_next_range: bool = False  # a 206 with no Next-Range header
     send_date: bool = True  # False: no Date header (a proxy that strips it)
+    # error_rate answers echo the Authorization header after this many characters
+    echo_authorization: int | None = None
+    gzip_body: bytes | None = None  # /events answers these bytes, Content-Encoding: gzip
 
 
 def _seeded_id(seed: int) -> str:
@@ -344,6 +347,9 @@ class Simulator:
         if self._chance(self.faults.error_rate):
             status = self.faults.error_status
             message = "Simulated failure (the error_rate fault switch)."
+            echo = self.faults.echo_authorization
+            if echo is not None:  # a careless server or proxy that echoes the request
+                message = f"{'.' * echo} Authorization: {headers.get('authorization')}"
             error_id = responses.get(status, "error").lower().replace(" ", "_")
             raise _Reply(status, error_id, message)  # e.g. service_unavailable
         segments = [unquote(segment) for segment in path.split("/")[1:]]
@@ -443,6 +449,8 @@ class Simulator:
             return _Response(304, b"", {"ETag": etag})
         if self._chance(self.faults.invalid_json_rate):
             return _Response(200, _NOT_JSON)
+        if self.faults.gzip_body is not None:
+            return _Response(200, self.faults.gzip_body, {"Content-Encoding": "gzip"})
         response = _Response(206 if end < high else 200, body, {"Accept-Ranges": "id"})
         response.headers["ETag"] = etag
         if page:

@@ -1,0 +1,195 @@
+"""Hard conditions (issue G2): outages, slow servers, bombs, hostile hosts, through the real
+command against the simulator or a hostile server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator
+
+from .conftest import Cli, window_ids
+
+# -- failure backoff across runs ------------------------------------------------------------
+
+
+def state_doc(cli: Cli) -> dict[str, object]:
+    [content] = cli.state_bytes().values()
+    doc: dict[str, object] = orjson.loads(content)
+    return doc
+
+
+def test_failed_runs_back_off_and_a_success_clears_it(cli: Cli, sim: Simulator) -> None:
+    backing = {"HEROKU_AUDIT_MIN_INTERVAL": "60"}
+    assert cli.run("poll").code == 0
+    sim.faults.error_rate = 1.0
+    failed = cli.run("poll", "--max-runtime", "2", env=backing, clock="+2m")
+    assert failed.code == 69, failed.stderr
+    backoff = state_doc(cli)["backoff"]
+    assert isinstance(backoff, dict) and backoff["failures"] == 1
+
+    # Fluent Bit's next tick, a second later: the API is left alone, silently.
+    before = len(sim.request_log)
+    skipped = cli.run("poll", env=backing, clock="+2m")
+    assert skipped.code == 0 and skipped.stdout == b"" and skipped.stderr == ""
+    assert len(sim.request_log) == before
+    told = cli.run("poll", env={**backing, "HEROKU_AUDIT_LOG_FORMAT": "text"}, clock="+2m")
+    assert "backing off after 1 failed run" in told.stderr
+
+    # 60 s after the first failure it tries again, fails, and waits twice as long.
+    again = cli.run("poll", "--max-runtime", "2", env=backing, clock="+3m5s")
+    assert again.code == 69
+    backoff = state_doc(cli)["backoff"]
+    assert isinstance(backoff, dict) and backoff["failures"] == 2
+    assert cli.run("poll", env=backing, clock="+4m").stdout == b""
+    assert len(sim.request_log) > before
+
+    # The outage ends; once the backoff has passed, a success clears it.
+    sim.faults.error_rate = 0.0
+    late = sim.add_events(sim.today, 2)
+    recovered = cli.run("poll", env=backing, clock="+6m")
+    assert recovered.code == 0, recovered.stderr
+    assert {event["id"] for event in late} <= set(recovered.ids)
+    assert state_doc(cli)["backoff"] is None
+
+
+def test_a_retry_after_longer_than_the_backoff_is_honoured(cli: Cli, sim: Simulator) -> None:
+    backing = {"HEROKU_AUDIT_MIN_INTERVAL": "60"}
+    assert cli.run("poll").code == 0
+    sim.faults.rate_limit_burst, sim.faults.retry_after = 1000, 600
+    limited = cli.run("poll", env=backing, clock="+2m")
+    assert limited.code == 75, limited.stderr
+    sim.faults.rate_limit_burst = 0
+    before = len(sim.request_log)
+    assert cli.run("poll", env=backing, clock="+7m").stdout == b""  # 5 min: still waiting
+    assert len(sim.request_log) == before
+    resumed = cli.run("poll", env=backing, clock="+13m")
+    assert resumed.code == 0 and len(sim.request_log) > before
+
+
+# -- a hard deadline ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """Answers every request with headers, then one byte of body every half second."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n["
+            )
+            while not stop.wait(0.5):
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_max_runtime_bounds_the_whole_run_against_a_trickling_server(
+    cli: Cli, trickling_server: str
+) -> None:
+    started = time.monotonic()
+    run = cli.run(
+        "poll", "--max-runtime", "3", env={"HEROKU_API_URL": trickling_server}, timeout=60
+    )
+    elapsed = time.monotonic() - started
+    assert run.code == 75, run.stderr
+    assert "max-runtime" in run.stderr
+    assert elapsed < 6
+
+
+# -- the token, even in pieces ----------------------------------------------------------------
+
+
+def test_an_error_body_echoing_the_token_never_shows_any_of_it(cli: Cli, sim: Simulator) -> None:
+    for padding in range(150, 205, 3):  # the old 200-character cut fell inside the token
+        sim.faults.echo_authorization = padding
+        sim.faults.error_rate, sim.faults.error_status = 1.0, 422
+        run = cli.run("poll")
+        assert run.code == 69, run.stderr
+        for size in range(8, len(DEMO_TOKEN) + 1):
+            for start in range(len(DEMO_TOKEN) - size + 1):
+                piece = DEMO_TOKEN[start : start + size]
+                if piece.startswith("HRKU-simulator") or "0000" in piece:
+                    continue  # shared with the simulator's own words or other numbers
+                assert piece not in run.stderr, (padding, piece)
+
+
+# -- bounded input ----------------------------------------------------------------------------
+
+
+def test_a_gzip_bomb_is_exit_65_without_eating_memory(cli: Cli, sim: Simulator) -> None:
+    bomb = gzip.compress(b"[" + b" " * (300 << 20) + b"]", compresslevel=9)  # 300 MiB inflated
+    sim.faults.gzip_body = bomb
+    run = cli.run("poll", env={"HEROKU_AUDIT_MAX_RUNTIME": "30"})
+    assert run.code == 65, run.stderr
+    assert "MiB" in run.stderr
+
+
+# -- the host -----------------------------------------------------------------------------------
+
+
+def test_a_world_writable_state_dir_is_refused(cli: Cli) -> None:
+    cli.state_dir.mkdir(parents=True)
+    cli.state_dir.chmod(0o777)
+    run = cli.run("poll")
+    assert run.code == 73 and "chmod" in run.stderr
+    assert cli.state_bytes() == {}
+
+
+def test_a_state_file_that_is_a_symlink_is_refused(cli: Cli, tmp_path: Path) -> None:
+    assert cli.run("poll").code == 0
+    [name] = cli.state_bytes()
+    target = tmp_path / "elsewhere.json"
+    (cli.state_dir / name).rename(target)
+    (cli.state_dir / name).symlink_to(target)
+    run = cli.run("poll")
+    assert run.code in (65, 73) and "symlink" in run.stderr
+
+
+def test_a_closed_stderr_never_stops_a_run(cli: Cli, sim: Simulator) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [*cli.command("poll")],
+        env=cli.env_for(None, None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(),
+        preexec_fn=lambda: __import__("os").close(2),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert {orjson.loads(line)["event"]["id"] for line in done.stdout.splitlines()} == window_ids(
+        sim
+    )
+    assert cli.run("poll").ids == []  # the days were committed
