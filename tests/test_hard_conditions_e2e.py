@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+import trustme
 
-from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator
+from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 
 from .conftest import Cli, window_ids
+from .proxy import ForwardProxy
 
 # -- failure backoff across runs ------------------------------------------------------------
 
@@ -193,3 +196,82 @@ def test_a_closed_stderr_never_stops_a_run(cli: Cli, sim: Simulator) -> None:
         sim
     )
     assert cli.run("poll").ids == []  # the days were committed
+
+
+# -- proxies and CAs ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def test_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_sim(test_ca: trustme.CA) -> Iterator[Simulator]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    test_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    with Simulator(SimulatorConfig(seed=7, events_per_day=30, history_days=3, tls=context)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "test-ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
+def test_https_with_a_ca_from_the_environment(
+    tls_sim: Simulator, tmp_path: Path, ca_file: str, variable: str
+) -> None:
+    assert tls_sim.url.startswith("https://")
+    run = Cli(tls_sim, tmp_path, env={variable: ca_file}).run("poll")
+    assert run.code == 0, run.stderr
+    assert set(run.ids) == window_ids(tls_sim)
+
+
+def test_an_untrusted_certificate_fails_at_once_and_says_why(
+    tls_sim: Simulator, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    run = Cli(tls_sim, tmp_path).run("poll")
+    assert run.code == 69 and "certificate is not trusted" in run.stderr
+    assert "REQUESTS_CA_BUNDLE" in run.stderr
+    assert time.monotonic() - started < 5  # not retried
+    assert tls_sim.request_log == []
+
+
+def test_plain_http_on_an_https_url_fails_at_once(cli: Cli, sim: Simulator) -> None:
+    https_url = sim.url.replace("http://", "https://")
+    run = cli.run("poll", env={"HEROKU_API_URL": https_url})
+    assert run.code == 69 and "does not speak TLS" in run.stderr
+
+
+def test_https_through_a_forward_proxy(tls_sim: Simulator, tmp_path: Path, ca_file: str) -> None:
+    with ForwardProxy() as proxy:
+        env = {"HTTPS_PROXY": proxy.url, "REQUESTS_CA_BUNDLE": ca_file}
+        run = Cli(tls_sim, tmp_path, env=env).run("poll")
+    assert run.code == 0, run.stderr
+    assert set(run.ids) == window_ids(tls_sim)
+    port = tls_sim.url.rsplit(":", 1)[1]
+    assert f"CONNECT 127.0.0.1:{port}" in proxy.seen
+
+
+def test_http_through_a_forward_proxy_and_no_proxy(cli: Cli, sim: Simulator) -> None:
+    with ForwardProxy() as proxy:
+        run = cli.run("poll", env={"HTTP_PROXY": proxy.url})
+        assert run.code == 0, run.stderr
+        assert any(seen.startswith(f"GET {sim.url}/enterprise-accounts") for seen in proxy.seen)
+        proxy.seen.clear()
+        bypass = cli.run("poll", env={"HTTP_PROXY": proxy.url, "NO_PROXY": "127.0.0.1"})
+        assert bypass.code == 0 and proxy.seen == []
+
+
+def test_netrc_credentials_never_replace_the_token(cli: Cli, sim: Simulator) -> None:
+    """requests reads ~/.netrc for a host when a session has no auth: that must not happen."""
+    netrc = cli.home / ".netrc"
+    netrc.write_text("machine 127.0.0.1\n  login someone\n  password HRKU-not-the-token-1234567\n")
+    netrc.chmod(0o600)
+    run = cli.run("poll")
+    assert run.code == 0, run.stderr

@@ -15,6 +15,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -113,6 +114,7 @@ class SimulatorConfig:
     bad_checksum_months: tuple[str, ...] = ()  # "YYYY-MM" months whose checksum is wrong
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free ephemeral port
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context (tests: trustme)
 
     def __post_init__(self) -> None:
         if not self.enterprise_id:
@@ -273,7 +275,9 @@ class Simulator:
     def start(self) -> str:
         self._server = _Server(self)
         host = self.config.host
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self._server.server_port}"
+        scheme = "https" if self.config.tls else "http"
+        address = f"[{host}]" if ":" in host else host
+        self.url = f"{scheme}://{address}:{self._server.server_port}"
         # A short poll interval so that stop() returns quickly.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -589,8 +593,18 @@ class _Server(ThreadingHTTPServer):
         super().__init__((simulator.config.host, simulator.config.port), _Handler)
         self.simulator = simulator
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self.simulator.config.tls is not None:
+            # The handshake happens on the request's own thread, not in accept().
+            connection = self.simulator.config.tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that left is routine
+        # A client that left, or that refused our certificate, is routine.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
 
@@ -602,6 +616,11 @@ class _Handler(BaseHTTPRequestHandler):
     error_message_format = (
         '{"id":"bad_request","message":"Malformed HTTP request (%(code)d).","url":"' + DOCS + '"}'
     )
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the request log is kept in memory
