@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import orjson
@@ -89,3 +90,13 @@ def test_masking_ignores_secrets_too_short_to_be_tokens() -> None:
     record = orjson.loads(stream.getvalue())
     assert record["exit_code"] == 70 and TOKEN not in stream.getvalue()
     assert "[REDACTED]" in record["message"]
+
+
+def test_simulate_on_a_busy_port_names_it_and_exits_78(capfd: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = cli.main(["simulate", "--port", str(port)], env={})
+    assert code == 78
+    assert f"127.0.0.1:{port}" in capfd.readouterr().err

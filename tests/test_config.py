@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,28 @@ def test_a_netrc_others_can_read_gives_a_warning(tmp_path: Path) -> None:
     assert token.warning and "chmod 600" in token.warning
     netrc.chmod(0o600)
     assert load_token(None, {"NETRC": str(netrc)}, API).warning is None
+
+
+def test_a_url_without_a_scheme_says_so() -> None:
+    with pytest.raises(ConfigError, match=r"has no scheme: write https://127\.0\.0\.1:8080"):
+        validate_api_url("127.0.0.1:8080")
+
+
+@pytest.mark.parametrize(
+    ("addresses", "allowed"),
+    [(["127.0.0.2"], True), (["::1", "127.0.0.1"], True), (["10.0.0.5"], False), ([], False)],
+)
+def test_a_localhost_name_is_checked_against_what_it_resolves_to(
+    monkeypatch: pytest.MonkeyPatch, addresses: list[str], allowed: bool
+) -> None:
+    def resolve(host: str, port: object) -> list[tuple[object, ...]]:
+        if not addresses:
+            raise OSError("no such name")
+        return [(0, 0, 0, "", (address, 0)) for address in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    if allowed:
+        assert validate_api_url("http://sim.localhost:8765") == "http://sim.localhost:8765"
+    else:
+        with pytest.raises(ConfigError, match="plain http"):
+            validate_api_url("http://sim.localhost:8765")

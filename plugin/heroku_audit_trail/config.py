@@ -6,6 +6,7 @@ import ipaddress
 import netrc
 import os
 import re
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,16 +83,30 @@ def validate_enterprise(name: str) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+    """An address in 127.0.0.0/8 or ::1, or a name that resolves only to such addresses (a
+    `*.localhost` name is checked too: /etc/hosts can point one anywhere)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    if host != "localhost" and not host.endswith(".localhost"):
+        return False  # any other name: plain http would cross a network
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
         return False
+    return bool(addresses) and all(
+        ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses
+    )
 
 
 def validate_api_url(url: str) -> str:
     """https anywhere; plain http only to a loopback host (a simulator, a local proxy)."""
+    if "://" not in url:
+        raise ConfigError(
+            f"API URL {url!r} has no scheme: write https://{url.strip()} "
+            "(or http:// for a simulator on this host)"
+        )
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname or ""

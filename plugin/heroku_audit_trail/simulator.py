@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import hashlib
 import random
 import re
@@ -713,8 +714,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         url = simulator.start()
     except OSError as error:
-        print(f"simulate: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
-        return 69  # EX_UNAVAILABLE
+        reason = (
+            "the port is already in use; choose another with --port, or --port 0 for any free one"
+            if error.errno == errno.EADDRINUSE
+            else error.strerror or str(error)
+        )
+        print(f"simulate: cannot listen on {config.host}:{config.port}: {reason}", file=sys.stderr)
+        return 78  # EX_CONFIG: the command line asked for something this host cannot give
     stop = threading.Event()
     previous = {
         number: signal.signal(number, lambda signum, frame: stop.set())
