@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import sys
 import zlib
@@ -10,12 +9,11 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-import orjson
-
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.ecs import format_time, parse_time, render
 from heroku_audit_trail.errors import MalformedDataError, UsageError
+from heroku_audit_trail.jsonbody import parse_events
 from heroku_audit_trail.logs import log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.poll import each_partition
@@ -40,7 +38,35 @@ def backfill_range(since: str, until: str | None, today: date) -> list[date]:
     return date_range(first, last)
 
 
-def parse_archive(content: bytes, checksum: object, month: str) -> list[dict[str, Any]]:
+ARCHIVE_INFLATED_CAP = 2 << 30  # a month of a busy account is far less; a gzip bomb is more
+
+
+def inflate(content: bytes, month: str, cap: int = ARCHIVE_INFLATED_CAP) -> bytes:
+    """gunzip, a megabyte at a time, refusing (exit 65) past `cap` bytes."""
+    out = bytearray()
+    data = content
+    try:
+        while data:
+            decompressor = zlib.decompressobj(wbits=31)  # one gzip member
+            while data and not decompressor.eof:
+                out += decompressor.decompress(data, 1 << 20)
+                data = decompressor.unconsumed_tail
+                if len(out) > cap:
+                    raise MalformedDataError(
+                        f"archive {month} inflates past {cap >> 20} MiB, the most this "
+                        "program reads; nothing from it was printed"
+                    )
+            if not decompressor.eof:
+                raise zlib.error("truncated")
+            data = decompressor.unused_data
+    except zlib.error:
+        raise MalformedDataError(f"archive {month} is not gzip-compressed JSON") from None
+    return bytes(out)
+
+
+def parse_archive(
+    content: bytes, checksum: object, month: str, cap: int = ARCHIVE_INFLATED_CAP
+) -> list[dict[str, Any]]:
     """Check the SHA-256 of the gzip bytes, then read a bare array or {"entries": [...]}."""
     digest = hashlib.sha256(content).hexdigest()
     if not isinstance(checksum, str) or digest != checksum.strip().lower():
@@ -48,15 +74,11 @@ def parse_archive(content: bytes, checksum: object, month: str) -> list[dict[str
             f"archive {month} failed its SHA-256 check (expected {checksum!r}, got {digest}); "
             "nothing from it was printed"
         )
+    text = inflate(content, month, cap)
     try:
-        body = orjson.loads(gzip.decompress(content))
-    except (OSError, EOFError, zlib.error, orjson.JSONDecodeError):
-        raise MalformedDataError(f"archive {month} is not gzip-compressed JSON") from None
-    if isinstance(body, dict) and isinstance(body.get("entries"), list):
-        body = body["entries"]
-    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
-        raise MalformedDataError(f"archive {month} is not a JSON array of events")
-    return body
+        return parse_events(text, f"archive {month}", key="entries")
+    except MalformedDataError:
+        raise MalformedDataError(f"archive {month} is not a JSON array of events") from None
 
 
 def group_by_day(events: list[dict[str, Any]]) -> dict[date, list[dict[str, Any]]]:
