@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
+
 from heroku_audit_trail.cursor import DayState
 from heroku_audit_trail.window import (
     advance_closed_through,
@@ -12,6 +14,7 @@ from heroku_audit_trail.window import (
     first_closed_through,
     may_close,
     new_events,
+    parse_day,
     reading_order,
     rewound,
 )
@@ -70,3 +73,33 @@ def test_a_day_closes_only_after_a_full_pass_begun_outside_the_window() -> None:
 def test_a_cursor_ahead_of_the_window_is_brought_back() -> None:
     assert rewound(date(2099, 12, 31), TODAY, 1) == date(2026, 11, 22)
     assert rewound(date(2026, 11, 20), TODAY, 1) == date(2026, 11, 20)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-01", date(2026, 11, 1)),
+        ("today", TODAY),
+        ("Yesterday", date(2026, 11, 23)),
+        ("0d", TODAY),
+        ("30d", date(2026, 10, 25)),
+    ],
+)
+def test_days_on_the_command_line(text: str, expected: date) -> None:
+    assert parse_day(text, TODAY) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("2026-13-01", "month 13 is not between 1 and 12"),
+        ("2026-02-30", "February 2026 has no day 30"),
+        ("2026-00-10", "month 0"),
+        ("last week", "not a day"),
+        ("20261101", "not a day"),
+        ("-3d", "not a day"),
+    ],
+)
+def test_impossible_days_say_what_is_wrong(text: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_day(text, TODAY)

@@ -1,42 +1,23 @@
-"""`backfill`: historical days through the events API, or from the monthly archives."""
+"""One month's archive: fetch it, check its SHA-256, inflate it under a cap, read its events,
+and say which days it covers (DESIGN §3 backfill --archives, §9)."""
 
 from __future__ import annotations
 
 import hashlib
-import sys
 import zlib
+from calendar import monthrange
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
-from heroku_audit_trail.api import HerokuClient
-from heroku_audit_trail.config import Settings
-from heroku_audit_trail.ecs import format_time, parse_time, render
-from heroku_audit_trail.errors import MalformedDataError, UsageError
+from heroku_audit_trail.ecs import parse_time
+from heroku_audit_trail.errors import MalformedDataError
 from heroku_audit_trail.jsonbody import parse_events
-from heroku_audit_trail.logs import log
-from heroku_audit_trail.output import EventWriter, StopGuard
-from heroku_audit_trail.poll import each_partition
-from heroku_audit_trail.window import date_range, new_events
 
-
-def parse_day(text: str, flag: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{flag} {text!r} is not a date in YYYY-MM-DD form") from None
-
-
-def backfill_range(since: str, until: str | None, today: date) -> list[date]:
-    """The inclusive days to read; --until defaults to yesterday and may not pass today."""
-    first = parse_day(since, "--since")
-    last = parse_day(until, "--until") if until else today - timedelta(days=1)
-    if last > today:
-        raise UsageError(f"--until {last} is in the future (today is {today} UTC)")
-    if first > last:
-        raise UsageError(f"--since {first} is after --until {last}")
-    return date_range(first, last)
-
+if TYPE_CHECKING:
+    from heroku_audit_trail.api import HerokuClient
 
 ARCHIVE_INFLATED_CAP = 2 << 30  # a month of a busy account is far less; a gzip bomb is more
 
@@ -81,102 +62,71 @@ def parse_archive(
         raise MalformedDataError(f"archive {month} is not a JSON array of events") from None
 
 
-def group_by_day(events: list[dict[str, Any]]) -> dict[date, list[dict[str, Any]]]:
-    days: dict[date, list[dict[str, Any]]] = defaultdict(list)
+def covered_days(year: int, month: int, created_at: object, today: date) -> list[date]:
+    """The days an archive holds whole: those before the day it was built (UTC), and before
+    today. An archive built on the 10th covers the 1st to the 9th; the rest of the month is
+    the events API's."""
+    built = parse_time(created_at)
+    first_uncovered = min(built.date(), today) if built is not None else date(year, month, 1)
+    last = monthrange(year, month)[1]
+    return [
+        date(year, month, number)
+        for number in range(1, last + 1)
+        if date(year, month, number) < first_uncovered
+    ]
+
+
+def matches_filters(event: dict[str, Any], filters: dict[str, str]) -> bool:
+    """--type/--action/--actor, applied locally as the API would have."""
+    actor = event.get("actor")
+    actor_email = actor.get("email") if isinstance(actor, dict) else None
+    return (
+        filters.get("type", event.get("type")) == event.get("type")
+        and filters.get("action", event.get("action")) == event.get("action")
+        and filters.get("actor", actor_email) == actor_email
+    )
+
+
+def group_by_day(
+    events: Iterable[dict[str, Any]], days: list[date]
+) -> dict[date, list[dict[str, Any]]]:
+    """The events of each of `days`. One whose time cannot be read goes with the first day,
+    so it is printed (degraded) rather than dropped."""
+    wanted = set(days)
+    grouped: dict[date, list[dict[str, Any]]] = defaultdict(list)
     for event in events:
         moment = parse_time(event.get("created_at"))
-        if moment is not None:
-            days[moment.date()].append(event)
-    return days
+        if moment is None:
+            if days:
+                grouped[days[0]].append(event)
+        elif moment.date() in wanted:
+            grouped[moment.date()].append(event)
+    return grouped
 
 
-class Backfill:
-    def __init__(
-        self, settings: Settings, client: HerokuClient, writer: EventWriter, guard: StopGuard
-    ) -> None:
-        self.settings = settings
-        self.client = client
-        self.writer = writer
-        self.guard = guard
-        self.progress = sys.stderr.isatty()
-
-    def run(self, enterprise: str, days: list[date], use_archives: bool) -> None:
-        account_id = self.client.enterprise_account(enterprise)["id"]
-        from_archives: dict[date, list[dict[str, Any]]] = {}
-        if use_archives:
-            from_archives = self._archive_days(account_id, days)
-        read_at = format_time(datetime.now(timezone.utc))
-        for number, day in enumerate(days, start=1):
-            self.guard.check()
-            if day in from_archives:
-                events = from_archives.pop(day)
-            else:
-                events = self.client.fetch_day(account_id, day, self.settings.filters).events
-            lines = (
-                render(
-                    event, self.settings.output_format, read_at, self.settings.include_original
-                ).line
-                for event in new_events(events, set())
-            )
-            with self.guard.critical():
-                self.writer.write(lines)
-            if self.progress:
-                sys.stderr.write(
-                    f"\rbackfill {enterprise}: {day} ({number}/{len(days)} days, "
-                    f"{self.writer.lines_written} events)"
-                )
-                sys.stderr.flush()
-        if self.progress:
-            sys.stderr.write("\n")
-
-    def _archive_days(self, account_id: str, days: list[date]) -> dict[date, list[dict[str, Any]]]:
-        """Events per day from each month's archive; months without one are left to the API."""
-        wanted = set(days)
-        today = datetime.now(timezone.utc).date()
-        covered: dict[date, list[dict[str, Any]]] = {}
-        for year, month in sorted({(day.year, day.month) for day in days}):
-            label = f"{year:04d}-{month:02d}"
-            archive = self.client.archive(account_id, year, month)
-            if archive is None:
-                log.warning(f"no archive for {label}: reading its days through the events API")
-                continue
-            events = parse_archive(
-                self.client.download(archive["url"]), archive.get("checksum"), label
-            )
-            by_day = group_by_day(self._filtered(events))
-            # An archive covers its month up to midnight UTC today: today goes to the API.
-            for day in wanted:
-                if (day.year, day.month) == (year, month) and day < today:
-                    covered[day] = by_day.get(day, [])
-        return covered
-
-    def _filtered(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Apply --type/--action/--actor locally, as the API would have."""
-        filters = dict(self.settings.filters)
-
-        def keep(event: dict[str, Any]) -> bool:
-            actor = event.get("actor")
-            actor_email = actor.get("email") if isinstance(actor, dict) else None
-            return (
-                filters.get("type", event.get("type")) == event.get("type")
-                and filters.get("action", event.get("action")) == event.get("action")
-                and filters.get("actor", actor_email) == actor_email
-            )
-
-        return [event for event in events if keep(event)] if filters else events
+@dataclass
+class MonthArchive:
+    label: str  # YYYY-MM
+    covers: list[date]  # the days this archive holds whole
+    by_day: dict[date, list[dict[str, Any]]]
 
 
-def run_backfill(
-    settings: Settings,
+def read_month(
     client: HerokuClient,
-    writer: EventWriter,
-    guard: StopGuard,
-    since: str,
-    until: str | None,
-    use_archives: bool,
-) -> int:
-    days = backfill_range(since, until, datetime.now(timezone.utc).date())
-    backfill = Backfill(settings, client, writer, guard)
-    return each_partition(
-        settings.enterprises, lambda name: backfill.run(name, days, use_archives), log
-    )
+    account_id: str,
+    year: int,
+    month: int,
+    filters: dict[str, str],
+    today: date,
+) -> MonthArchive | None:
+    """One month's archive, verified and read, or None when Heroku has none for it."""
+    label = f"{year:04d}-{month:02d}"
+    archive = client.archive(account_id, year, month)
+    if archive is None:
+        return None
+    content = client.download(archive["url"])
+    events = parse_archive(content, archive.get("checksum"), label)
+    del content
+    covers = covered_days(year, month, archive.get("created_at"), today)
+    chosen = (event for event in events if not filters or matches_filters(event, filters))
+    return MonthArchive(label, covers, group_by_day(chosen, covers))

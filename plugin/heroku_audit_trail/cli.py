@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -31,6 +32,7 @@ from heroku_audit_trail.errors import (
 from heroku_audit_trail.logs import log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller, due_enterprises, utc_now
+from heroku_audit_trail.window import parse_day
 
 if TYPE_CHECKING:
     from heroku_audit_trail.api import HerokuClient
@@ -86,6 +88,14 @@ def _env_number(
         return _number(kind, minimum)(text)
     except argparse.ArgumentTypeError as error:
         raise ConfigError(f"{name}: {error}") from None
+
+
+def day_argument(text: str) -> date:
+    """argparse type for --since/--until: a bad day is a usage error (64), before any token."""
+    try:
+        return parse_day(text, datetime.now(timezone.utc).date())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> Parser:
@@ -155,8 +165,16 @@ def build_parser() -> Parser:
     backfill = commands.add_parser(
         "backfill", parents=[common], help="print the events of past days"
     )
-    backfill.add_argument("--since", required=True, metavar="YYYY-MM-DD")
-    backfill.add_argument("--until", metavar="YYYY-MM-DD", help="inclusive (default yesterday)")
+    backfill.add_argument(
+        "--since",
+        required=True,
+        type=day_argument,
+        metavar="DAY",
+        help="first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC)",
+    )
+    backfill.add_argument(
+        "--until", type=day_argument, metavar="DAY", help="last day, inclusive (default yesterday)"
+    )
     backfill.add_argument(
         "--archives", action="store_true", help="read the monthly archives (SHA-256 checked)"
     )
@@ -239,7 +257,9 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> in
     if not due:
         return 0
     client = make_client(settings, env)
-    writer = EventWriter(stdout_binary(), log, guard)
+    stdout = stdout_binary()
+    writer = EventWriter(stdout, log, guard)
+    writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
     arm_deadline(settings, guard)
     try:
         return Poller(settings, client, writer, log, guard).run(due)
@@ -270,15 +290,18 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
 
         return run_check(settings, lambda: make_client(settings, env), as_json=args.json)
     if args.command == "backfill":
-        from heroku_audit_trail.archives import run_backfill
+        from heroku_audit_trail.backfill import run_backfill
 
         writer = EventWriter(stdout_binary(), log, guard)
+        writer.warn_long_lines = False  # Fluent Bit's Buf_Size is poll's concern
+        writer.stops_mid_write = False  # a day printed whole or not at all: exactly once
         arm_deadline(settings, guard)
         return run_backfill(
             settings,
             make_client(settings, env),
             writer,
             guard,
+            log,
             args.since,
             args.until,
             args.archives,

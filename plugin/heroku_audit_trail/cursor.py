@@ -10,7 +10,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -190,39 +190,12 @@ class StateStore:
         self.lock_path = state_dir / f"{stem}.lock"
 
     def ensure_dir(self) -> None:
-        try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as error:
-            raise StateWriteError(
-                f"cannot create state directory {self.state_dir}: {error.strerror}; "
-                "set --state-dir or HEROKU_AUDIT_STATE_DIR to a writable directory"
-            ) from None
-        if not self.state_dir.is_dir():
-            raise StateWriteError(
-                f"state directory {self.state_dir} is not a directory; "
-                "set --state-dir or HEROKU_AUDIT_STATE_DIR to a directory"
-            )
-        refuse_if_shared(self.state_dir, os.stat(self.state_dir), "state directory")
+        ensure_state_dir(self.state_dir)
 
     def load(self) -> State | None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
+        raw = read_private(self.path, self.state_dir)
+        if raw is None:
             return None
-        except NotADirectoryError:
-            raise StateWriteError(f"state directory {self.state_dir} is not a directory") from None
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise StateWriteError(
-                    f"state file {self.path} is a symlink; refusing to follow it (a planted "
-                    "link could swap the cursor): remove it, or replace it with the file"
-                ) from None
-            raise MalformedDataError(
-                f"cannot read state file {self.path}: {error.strerror}; it was left untouched"
-            ) from None
-        with os.fdopen(fd, "rb") as file:
-            refuse_if_shared(self.path, os.fstat(file.fileno()), "state file")
-            raw = file.read()
         state = parse_state(self.path, raw)
         if state.partition != self.partition.as_dict():
             raise _corrupt(self.path, "it belongs to another partition")
@@ -230,64 +203,121 @@ class StateStore:
 
     def save(self, state: State) -> None:
         payload = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
-        tmp_name: str | None = None
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.state_dir)
-            with os.fdopen(fd, "wb") as tmp:
-                tmp.write(payload)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            os.chmod(tmp_name, 0o600)
-            os.replace(tmp_name, self.path)
-            tmp_name = None
-            dir_fd = os.open(self.state_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as error:
-            raise StateWriteError(
-                f"cannot write state file {self.path}: {error.strerror}; "
-                "the events of this run may be printed again by the next run"
-            ) from None
-        finally:
-            if tmp_name is not None:
-                with suppress(OSError):
-                    os.unlink(tmp_name)
+        write_atomic(self.path, payload)
 
     def remove(self) -> bool:
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            return False
-        except OSError as error:
-            raise StateWriteError(f"cannot remove {self.path}: {error.strerror}") from None
-        return True
+        return remove_file(self.path)
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> AbstractContextManager[None]:
         """An exclusive, non-blocking flock: a second run of the same partition exits 75."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise StateWriteError(
-                    f"lock file {self.lock_path} is a symlink; refusing to follow it: remove it"
-                ) from None
+        return exclusive_lock(self.lock_path)
+
+
+# -- files in the state directory: read without symlinks, write atomically, lock -------------
+
+
+def ensure_state_dir(state_dir: Path) -> None:
+    """Create the state directory (0700), and refuse one that others could write."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise StateWriteError(
+            f"cannot create state directory {state_dir}: {error.strerror}; "
+            "set --state-dir or HEROKU_AUDIT_STATE_DIR to a writable directory"
+        ) from None
+    if not state_dir.is_dir():
+        raise StateWriteError(
+            f"state directory {state_dir} is not a directory; "
+            "set --state-dir or HEROKU_AUDIT_STATE_DIR to a directory"
+        )
+    refuse_if_shared(state_dir, os.stat(state_dir), "state directory")
+
+
+def read_private(path: Path, state_dir: Path) -> bytes | None:
+    """A state file's bytes (None if there is none), refusing a symlink or a file others can
+    write."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise StateWriteError(f"state directory {state_dir} is not a directory") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
             raise StateWriteError(
-                f"cannot create lock file {self.lock_path}: {error.strerror}; "
-                "set --state-dir or HEROKU_AUDIT_STATE_DIR to a writable directory"
+                f"state file {path} is a symlink; refusing to follow it (a planted "
+                "link could swap the cursor): remove it, or replace it with the file"
             ) from None
+        raise MalformedDataError(
+            f"cannot read state file {path}: {error.strerror}; it was left untouched"
+        ) from None
+    with os.fdopen(fd, "rb") as file:
+        refuse_if_shared(path, os.fstat(file.fileno()), "state file")
+        return file.read()
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    """Temp file in the same directory, fsync, rename over `path`, fsync the directory."""
+    tmp_name: str | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(payload)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, 0o600)
+        os.replace(tmp_name, path)
+        tmp_name = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise LockHeldError(
-                        f"another heroku-audit-trail run holds {self.lock_path}; "
-                        "this run exits and the next scheduled one carries on"
-                    ) from None
-                raise
-            yield
+            os.fsync(dir_fd)
         finally:
-            os.close(fd)
+            os.close(dir_fd)
+    except OSError as error:
+        raise StateWriteError(
+            f"cannot write state file {path}: {error.strerror}; "
+            "the events of this run may be printed again by the next run"
+        ) from None
+    finally:
+        if tmp_name is not None:
+            with suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def remove_file(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise StateWriteError(f"cannot remove {path}: {error.strerror}") from None
+    return True
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive, non-blocking flock on `lock_path`: held elsewhere, LockHeldError (75)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise StateWriteError(
+                f"lock file {lock_path} is a symlink; refusing to follow it: remove it"
+            ) from None
+        raise StateWriteError(
+            f"cannot create lock file {lock_path}: {error.strerror}; "
+            "set --state-dir or HEROKU_AUDIT_STATE_DIR to a writable directory"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockHeldError(
+                    f"another heroku-audit-trail run holds {lock_path}; "
+                    "this run exits and the next scheduled one carries on"
+                ) from None
+            raise
+        yield
+    finally:
+        os.close(fd)

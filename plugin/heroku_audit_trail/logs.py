@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -20,6 +21,7 @@ class Log:
         self.log_format = log_format
         self.stream = stream
         self._secrets: list[str] = []
+        self.before_write: Callable[[], None] | None = None  # e.g. clear a progress line
 
     def add_secret(self, secret: str) -> None:
         # Real tokens are long (a UUID, or HRKU-...); masking "x" would mangle every line.
@@ -58,6 +60,8 @@ class Log:
         stream = self.stream or sys.stderr
         if stream is None:
             return  # started without stderr: nothing can be told, and the run goes on
+        if self.before_write is not None:
+            self.before_write()
         try:
             stream.write(self.mask(line) + "\n")
             stream.flush()

@@ -113,6 +113,9 @@ class SimulatorConfig:
     archive_layout: str = "array"  # decompressed archive: "array" [...] or "entries" {"entries"}
     missing_archive_months: tuple[str, ...] = ()  # "YYYY-MM" months with no archive
     bad_checksum_months: tuple[str, ...] = ()  # "YYYY-MM" months whose checksum is wrong
+    # ("YYYY-MM", day): that month's archive was built on that day, so it holds only the
+    # days before it (its created_at says so)
+    archive_built_on: tuple[tuple[str, date], ...] = ()
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free ephemeral port
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context (tests: trustme)
@@ -528,7 +531,9 @@ class Simulator:
             cached = self._archives.get(month)
             if cached is not None and cached[0] == self._generation:
                 return cached[1], cached[2]
-            days = [d for d in self._days_with_events() if d < self.today]
+            built = dict(self.config.archive_built_on).get(month)
+            end = min(built, self.today) if built else self.today
+            days = [d for d in self._days_with_events() if d < end]
             events = [e for d in days if d.strftime("%Y-%m") == month for e in self._day(d)]
             generation = self._generation
         content = archive_file(events, self.config.archive_layout, f"{self.config.seed}:{month}")
@@ -539,7 +544,9 @@ class Simulator:
         record = {
             "year": int(year),
             "month": number,
-            "created_at": archive_created_at(month, self.today),
+            "created_at": f"{built}T00:02:24.870Z"
+            if built
+            else archive_created_at(month, self.today),
             "url": self.url + self._archive_path(month),
             "checksum": checksum,
             "size": len(content),

@@ -7,6 +7,8 @@ began earlier may have run before the day's late events arrived.
 
 from __future__ import annotations
 
+import re
+from calendar import month_name
 from collections.abc import Collection, Iterable, Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -82,3 +84,28 @@ def new_events(events: Iterable[dict[str, Any]], seen_ids: Collection[str]) -> l
         if key not in seen_ids and key not in fresh:
             fresh[key] = event
     return sorted(fresh.values(), key=sort_key)
+
+
+def parse_day(text: str, today: date) -> date:
+    """`YYYY-MM-DD`, `today`, `yesterday` or `Nd` (N days before today, UTC); ValueError with
+    what is wrong ("month 13 is not between 1 and 12") otherwise."""
+    value = text.strip().lower()
+    if value == "today":
+        return today
+    if value == "yesterday":
+        return today - timedelta(days=1)
+    relative = re.fullmatch(r"(\d{1,5})d", value)
+    if relative:
+        return today - timedelta(days=int(relative.group(1)))
+    parts = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", value)
+    if parts is None:
+        raise ValueError(f"{text!r} is not a day: use YYYY-MM-DD, today, yesterday or Nd")
+    year, month, day = (int(part) for part in parts.groups())
+    if not 1 <= month <= 12:
+        raise ValueError(f"{text!r}: month {month} is not between 1 and 12")
+    try:
+        return date(year, month, day)
+    except ValueError:
+        if year == 0:
+            raise ValueError(f"{text!r}: there is no year 0") from None
+        raise ValueError(f"{text!r}: {month_name[month]} {year} has no day {day}") from None
