@@ -89,6 +89,11 @@ def test_an_outage_midway_then_the_same_command_prints_each_event_once(
     assert f"the last day printed in full is {last_done}" in error
     assert f"--since {since} --until {until}" in error
     assert records(cli)
+    listed = orjson.loads(cli.run("state", "list", "--json").stdout)
+    assert [(row["kind"], row["completed_through"]) for row in listed] == [
+        ("backfill", str(last_done))
+    ]
+    assert "in progress" in cli.run("state", "list").stdout.decode()
     resumed = cli.run(*backfill_args(since, until, archives))
     assert resumed.code == 0, resumed.stderr
     printed = stopped.ids + resumed.ids

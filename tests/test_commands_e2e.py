@@ -259,3 +259,18 @@ def test_started_without_stdout_exits_74(cli: Cli) -> None:
     assert done.returncode == 74
     assert b"stdout is closed" in done.stderr and b"Traceback" not in done.stderr
     assert cli.state_bytes() == {}
+
+
+def test_state_list_shows_partitions_with_their_backoff(cli: Cli, sim: Simulator) -> None:
+    assert cli.run("state", "list", "--json").stdout == b"[]\n"
+    assert cli.run("poll").code == 0
+    assert cli.run("poll", "--type", "app").code == 0
+    sim.faults.error_rate = 1.0
+    assert cli.run("poll", "--max-runtime", "1").code == 69
+    rows = orjson.loads(cli.run("state", "list", "--json").stdout)
+    by_filters = {str(row["filters"]): row for row in rows}
+    assert set(by_filters) == {"{}", "{'type': 'app'}"}
+    assert by_filters["{}"]["backoff"]["failures"] == 1
+    assert by_filters["{'type': 'app'}"]["backoff"] is None
+    text = cli.run("state", "list", env={"HEROKU_ENTERPRISE": ""}).stdout.decode()
+    assert "backing off after 1 failure" in text and "acme [type=app]" in text

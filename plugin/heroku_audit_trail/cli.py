@@ -178,8 +178,12 @@ def build_parser() -> Parser:
     backfill.add_argument(
         "--archives", action="store_true", help="read the monthly archives (SHA-256 checked)"
     )
-    state = commands.add_parser("state", help="show or reset the cursor")
+    state = commands.add_parser("state", help="list, show or reset the cursors")
     state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    listing = state_commands.add_parser(
+        "list", parents=[common], help="every poll cursor and backfill in progress"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
     state_commands.add_parser("show", parents=[common], help="print the cursor as JSON")
     reset = state_commands.add_parser("reset", parents=[common], help="remove the cursor")
     reset.add_argument("-y", "--yes", action="store_true", help="confirm the reset")
@@ -282,6 +286,13 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
         from heroku_audit_trail.demo import run_demo
 
         return run_demo(args.seed, guard)
+    if args.command == "state" and args.state_command == "list":
+        from heroku_audit_trail.state_cmd import run_state_list
+
+        state_dir = args.state_dir or env.get("HEROKU_AUDIT_STATE_DIR")
+        return run_state_list(
+            Path(state_dir).expanduser() if state_dir else default_state_dir(), args.json
+        )
     settings = build_settings(args, env)
     if args.command == "poll":
         return run_poll(settings, env, guard)
