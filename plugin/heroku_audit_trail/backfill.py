@@ -180,7 +180,8 @@ class Backfill:
     def run(self, plan: Plan, today: date) -> None:
         record = ProgressRecord(self.settings.state_dir, plan)
         ensure_state_dir(self.settings.state_dir)
-        with exclusive_lock(record.lock_path):
+        busy = "the same backfill is running; let it finish, or stop it and run this again"
+        with exclusive_lock(record.lock_path, busy):
             completed = record.load()
             if completed is not None:
                 self.log.info(

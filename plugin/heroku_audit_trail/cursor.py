@@ -295,7 +295,9 @@ def remove_file(path: Path) -> bool:
 
 
 @contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
+def exclusive_lock(
+    lock_path: Path, busy: str = "this run exits and the next scheduled one carries on"
+) -> Iterator[None]:
     """An exclusive, non-blocking flock on `lock_path`: held elsewhere, LockHeldError (75)."""
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -314,8 +316,7 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
         except OSError as error:
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise LockHeldError(
-                    f"another heroku-audit-trail run holds {lock_path}; "
-                    "this run exits and the next scheduled one carries on"
+                    f"another heroku-audit-trail run holds {lock_path}; {busy}"
                 ) from None
             raise
         yield
