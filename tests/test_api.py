@@ -265,3 +265,19 @@ def test_archive_download_carries_no_token() -> None:
     responses.get("https://storage.example/archive.json.gz", body=b"gz")
     assert client().download("https://storage.example/archive.json.gz") == b"gz"
     assert "Authorization" not in responses.calls[0].request.headers
+
+
+def test_valid_json_that_orjson_refuses_is_read_tolerantly() -> None:
+    huge = b'[{"id": "a", "n": ' + b"1" * 5000 + b"}]"
+    assert [event["id"] for event in parse_events(huge)] == ["a"]
+    wrapped = b'{"meta": 1, "data": [{"id": "b", "x": "\\ud800"}, {"id": "c"}], "next": null}'
+    assert [event["id"] for event in parse_events(wrapped)] == ["b", "c"]
+
+
+@pytest.mark.parametrize(
+    "value", ["Mon, 01 Jan 2026 00:00:00 +99999999999999", "yesterday", "", "Mon, 99 Foo"]
+)
+def test_a_malformed_date_header_is_ignored(value: str) -> None:
+    from heroku_audit_trail.api import _http_date
+
+    assert _http_date(value) is None

@@ -380,3 +380,65 @@ def test_a_day_too_big_for_one_run_goes_on_where_it_stopped_and_today_is_reached
         assert reached_today_by is not None and reached_today_by <= 3
         assert set(printed) == window
         assert len(printed) == len(set(printed))  # each stop committed what it printed
+
+
+# -- found by review: ids no writer takes, first runs with a fast clock, servers that cap max -----
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_ids_with_a_lone_surrogate_or_bad_bytes_are_replaced_not_fatal(
+    cli: Cli, sim: Simulator, log_format: str
+) -> None:
+    today = utc_today()
+    sim.plant_raw(
+        today, "00000000-0000-4000-8000-0000000000a1", b'{"id":"abc\\ud800","type":"app"}'
+    )
+    sim.plant_raw(today, "00000000-0000-4000-8000-0000000000a2", b'{"id":"abc\xff","type":"app"}')
+    run = cli.run("poll", env={"HEROKU_AUDIT_LOG_FORMAT": log_format})
+    assert run.code == 0, run.stderr
+    assert len(run.lines) == len(window_ids(sim))  # every line parses as strict JSON
+    synthetic = [line for line in run.lines if line["event"]["id"].startswith("sha256:")]
+    assert len(synthetic) == 2
+    assert cli.run("poll").ids == []  # committed: not printed again
+
+
+def test_a_first_run_with_a_clock_ahead_reads_the_real_window(cli: Cli, sim: Simulator) -> None:
+    first = cli.run("poll", clock="+3d")
+    assert first.code == 0, first.stderr
+    assert window_ids(sim) <= set(first.ids)
+
+
+def test_a_fast_clock_that_stays_fast_is_corrected_by_the_server_date(
+    cli: Cli, sim: Simulator
+) -> None:
+    sim.faults.send_date = False
+    assert cli.run("poll", clock="+3d").code == 0  # no second opinion: the cursor runs ahead
+    sim.faults.send_date = True
+    late = sim.add_events(utc_today(), 2)
+    still_fast = cli.run("poll", clock="+3d")
+    assert {event["id"] for event in late} <= set(still_fast.ids)
+
+
+def test_a_server_that_refuses_max_1000_is_asked_as_it_said(tmp_path: Path) -> None:
+    config = SimulatorConfig(seed=3, events_per_day=600, history_days=1, max_page_size=500)
+    with Simulator(config) as sim:
+        cli = Cli(sim, tmp_path)
+        run = cli.run("poll")
+        assert run.code == 0, run.stderr
+        assert set(run.ids) == window_ids(sim)
+
+
+def test_a_deadline_while_fetching_then_a_stalled_reader_still_ends_the_run(
+    tmp_path: Path,
+) -> None:
+    with Simulator(SimulatorConfig(seed=11, events_per_day=400, history_days=2)) as sim:
+        sim.faults.latency = 0.8
+        cli = Cli(sim, tmp_path)
+        read_end, write_end = os.pipe()
+        started = time.monotonic()
+        process = cli.popen("poll", "--max-runtime", "2", stdout=write_end)
+        os.close(write_end)
+        process.wait(timeout=30)
+        assert time.monotonic() - started < 2 + 3 + 4  # deadline, grace, start-up
+        assert process.returncode == 75
+        os.close(read_end)

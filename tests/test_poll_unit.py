@@ -198,3 +198,14 @@ def test_a_corrupt_state_fails_only_its_own_partition(tmp_path: Path) -> None:
     assert [orjson.loads(line)["event"]["id"] for line in out.getvalue().splitlines()] == [
         f"{TODAY}-1"
     ]
+
+
+def test_backoff_survives_absurd_values() -> None:
+    just_now = format_time(NOW - timedelta(seconds=1))
+    weeks = Backoff(1025, NOW - timedelta(seconds=100), None)  # 11 days of failures
+    assert skip_reason(just_now, weeks, NOW, 60) is not None  # capped at 900 s, no overflow
+    assert skip_reason(just_now, weeks, NOW + timedelta(seconds=901), 60) is None
+    huge = after_failure(None, NOW, 1e12)  # a Retry-After of 30,000 years: an hour at most
+    assert skip_reason(just_now, huge, NOW + timedelta(hours=1, seconds=1), 60) is None
+    ahead = Backoff(1, NOW + timedelta(days=2), None)  # failed while the clock was ahead
+    assert skip_reason(just_now, ahead, NOW, 60) is None

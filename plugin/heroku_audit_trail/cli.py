@@ -368,10 +368,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             build_parser().print_usage(sys.stderr)
             return EX_USAGE
         code = dispatch(args, env, guard)
+        guard.settle()
     except AuditTrailError as error:
+        guard.settle()
         log.error(str(error), exit_code=error.exit_code, request_id=error.request_id)
         code = error.exit_code
     except Exception as error:  # a bug: one JSON line with its type, never a raw traceback
+        guard.settle()
         log.error(
             f"internal error (a bug, please report it): {type(error).__name__}: {error}",
             error_type=type(error).__name__,

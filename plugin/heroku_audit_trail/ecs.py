@@ -129,13 +129,28 @@ def _canonical(value: Any) -> bytes:
         )
 
 
+def _is_utf8(text: str) -> bool:
+    """False for a lone surrogate (or undecodable bytes kept as one): no JSON writer, state
+    file or sink takes it, so such an id is replaced by a digest."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def clean_text(text: str) -> str:
+    """`text` with any lone surrogate written out as `\\udXXX`, so it can go in JSON."""
+    return text if _is_utf8(text) else text.encode("utf-8", "backslashreplace").decode("ascii")
+
+
 def event_key(event: dict[str, Any]) -> str:
     """The dedupe key and `event.id`: the event's id (a non-empty string, or an integer), else
     a stable digest of its content, so two distinct id-less events never share a key."""
     event_id = event.get("id")
-    if isinstance(event_id, str) and event_id:
+    if isinstance(event_id, str) and event_id and _is_utf8(event_id):
         return event_id
-    if isinstance(event_id, int) and not isinstance(event_id, bool):
+    if isinstance(event_id, int) and not isinstance(event_id, bool) and event_id.bit_length() < 64:
         return str(event_id)
     unparsed = event.get(UNPARSED)
     content = (
@@ -365,6 +380,7 @@ def degraded(
     original = _original_text(event)
     if original is not None:
         ecs_event["original"] = original
+    reason = clean_text(reason)
     message = f"could not map Heroku event {key}: {reason}"
     out = {
         "@timestamp": format_time(moment) if moment is not None else read_at,
@@ -373,8 +389,5 @@ def degraded(
         "error": {"message": reason},
         "message": message,
     }
-    try:
-        line = orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
-    except (TypeError, orjson.JSONEncodeError):  # a reason or id with a lone surrogate
-        line = json.dumps(out, separators=(",", ":")).encode() + b"\n"
+    line = orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
     return Rendered(line, order, message)

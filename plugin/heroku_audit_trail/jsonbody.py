@@ -21,7 +21,6 @@ from heroku_audit_trail.errors import MalformedDataError
 
 # Strings (with their escapes), punctuation, and runs of anything else (numbers, literals).
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]|[^\s\[\]{}:,"]+|\s+', re.DOTALL)
-_ENVELOPE = re.compile(r'\s*\{\s*"(data|entries)"\s*:\s*(?=\[)')
 
 
 class _Unrepresentable:
@@ -40,8 +39,15 @@ def _number(text: str) -> float | _Unrepresentable:
     return value if abs(value) != float("inf") else _Unrepresentable(text)
 
 
+def _integer(text: str) -> int | _Unrepresentable:
+    # Python refuses to read integers of more than 4300 digits (CVE-2020-10735).
+    return int(text) if len(text) <= 4000 else _Unrepresentable(text)
+
+
 def _tolerant_loads(text: str) -> Any:
-    return json.loads(text, parse_float=_number, parse_constant=_Unrepresentable)
+    return json.loads(
+        text, parse_float=_number, parse_int=_integer, parse_constant=_Unrepresentable
+    )
 
 
 def parse_events(content: bytes, what: str = "events", key: str = "data") -> list[dict[str, Any]]:
@@ -72,10 +78,13 @@ def _not_an_object(item: Any) -> dict[str, Any]:
 
 
 def _tolerant(content: bytes, what: str, key: str) -> list[dict[str, Any]]:
-    text = content.decode("utf-8", "surrogateescape")
-    envelope = _ENVELOPE.match(text)
-    start = envelope.end() if envelope and envelope.group(1) == key else 0
-    spans = _array_elements(text, start)
+    text = content.decode("utf-8", "surrogateescape").strip()
+    if text.startswith("{"):
+        member = _member_span(text, key)
+        if member is None:
+            raise MalformedDataError(f"Heroku API returned {what} that are not JSON")
+        text = text[member[0] : member[1]]
+    spans = _array_elements(text)
     if spans is None:
         raise MalformedDataError(f"Heroku API returned {what} that are not JSON")
     events = []
@@ -118,25 +127,48 @@ def _top_level_strings(element: str) -> dict[str, str]:
     return found
 
 
-def _array_elements(text: str, start: int) -> list[tuple[int, int]] | None:
-    """Spans of the top-level elements of the array at `start` (after whitespace), found
-    without recursion; None when the brackets or strings do not balance."""
+def _member_span(text: str, key: str) -> tuple[int, int] | None:
+    """The span of the array under `key` at the top of the object `text`, found without
+    recursion; None when there is none or the object does not balance."""
+    depth = 0
+    previous: list[str] = []  # the last tokens at depth 1: `"key"` and `:`
+    start: int | None = None
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token.isspace():
+            continue
+        if depth == 1 and start is None and token == "[" and previous == [f'"{key}"', ":"]:
+            start = match.start()
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth -= 1
+            if depth == 1 and start is not None:
+                return start, match.end()
+            if depth < 0:
+                return None
+        elif depth == 1:
+            previous = [*previous[-1:], token]
+    return None
+
+
+def _array_elements(text: str) -> list[tuple[int, int]] | None:
+    """Spans of the elements of the array `text`, found without recursion; None when it is not
+    one array whose brackets and strings balance."""
     spans: list[tuple[int, int]] = []
     depth = 0
     element_start: int | None = None
-    closed_at: int | None = None
-    position = start
-    for match in _TOKEN.finditer(text, start):
+    closed = False
+    position = 0
+    for match in _TOKEN.finditer(text):
         if match.start() != position:
             return None  # an unterminated string or a stray character
         position = match.end()
         token = match.group()
-        if closed_at is not None:
-            if not token.isspace() and not (start and token == "}"):
-                return None  # something after the array (an envelope may close with })
-            continue
         if token.isspace():
             continue
+        if closed:
+            return None  # something after the array
         if depth == 0:
             if token != "[":
                 return None
@@ -150,7 +182,7 @@ def _array_elements(text: str, start: int) -> list[tuple[int, int]] | None:
                 return None  # `[,` or `,,` or `,]`
             if token == "]":
                 depth = 0
-                closed_at = match.end()
+                closed = True
             continue
         if element_start is None:
             element_start = match.start()
@@ -160,6 +192,4 @@ def _array_elements(text: str, start: int) -> list[tuple[int, int]] | None:
             depth -= 1
             if depth < 1:
                 return None
-    if closed_at is None or position != len(text):
-        return None
-    return spans
+    return spans if closed and position == len(text) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -52,7 +53,10 @@ class Log:
                 "message": message,
                 **fields,
             }
-            line = orjson.dumps(record, default=str).decode()
+            try:
+                line = orjson.dumps(record, default=str).decode()
+            except TypeError:  # a lone surrogate in what Heroku sent: escape it, never fail
+                line = json.dumps(record, default=str, ensure_ascii=True)
         else:
             details = " ".join(f"{key}={value}" for key, value in fields.items())
             prefix = "" if level == "info" else f"{level}: "

@@ -169,6 +169,7 @@ class StopGuard:
         self._critical = 0
         self._grace_armed = False
         self._deadline_message = ""
+        self._settled = False
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
@@ -182,6 +183,12 @@ class StopGuard:
 
     def disarm(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0.0)
+
+    def settle(self) -> None:
+        """The work is over (done or failed): a signal now is noted, never raised, so the exit
+        and its one error line are not cut short by a traceback."""
+        self.disarm()
+        self._settled = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGTERM:
@@ -200,6 +207,8 @@ class StopGuard:
 
     def _stop(self) -> None:
         assert self.pending is not None
+        if self._settled:
+            return
         if not self._critical:
             raise self.pending
         if not self._grace_armed:
@@ -213,6 +222,11 @@ class StopGuard:
     @contextmanager
     def critical(self) -> Iterator[None]:
         self._critical += 1
+        if self.pending is not None and not self._grace_armed:
+            # Entered already told to stop (a deadline that struck while fetching, whose
+            # pages are now printed): this write too must end, even if the reader stalls.
+            self._grace_armed = True
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
         try:
             yield
         finally:

@@ -189,25 +189,41 @@ class Poller:
             account = self.client.enterprise_account(partition_name(state))
             state.account = {"id": account["id"], "name": str(account.get("name", ""))}
         if state.closed_through is None:
-            state.closed_through = first_closed_through(today, lookback)
-        elif rewound(state.closed_through, today, lookback) != state.closed_through:
-            back = rewound(state.closed_through, today, lookback)
-            self.log.warning(
-                f"the state's closed_through {state.closed_through} is ahead of today "
-                f"({today} UTC) less the lookback: the clock was ahead, or the state was "
-                f"edited; reading again from {back + timedelta(days=1)} (a few events may "
-                "be printed twice; event.id tells them apart)",
-                enterprise=partition_name(state),
-            )
-            state.closed_through = back
+            # After the account lookup the server's Date is known: a clock that runs ahead
+            # must not put the first window in the future.
+            state.closed_through = first_closed_through(self.trusted_today(today), lookback)
+        self._rewind_if_ahead(state, today)
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.save(state)
         read_at = format_time(self.now())
-        for day in reading_order(days_to_read(state.closed_through, today), state.open_days):
-            if day <= state.closed_through:
-                continue  # closed since the list was made: its seen ids are gone, not its events
+        done: set[date] = set()
+        while True:
+            # Made again after each day: closing may have passed days in the list, and the
+            # server's clock, known after the first answer, may show ours to be ahead.
+            days = reading_order(days_to_read(state.closed_through, today), state.open_days)
+            pending = [day for day in days if day not in done]
+            if not pending:
+                return
             self.guard.check()
-            self._read_day(store, state, day, today, read_at, report)
+            done.add(pending[0])
+            self._read_day(store, state, pending[0], today, read_at, report)
+            self._rewind_if_ahead(state, self.trusted_today(today))
+
+    def _rewind_if_ahead(self, state: State, today: date) -> None:
+        """A cursor ahead of today less the lookback (a clock that ran ahead, an edited state)
+        is brought back with a warning: a few duplicates, never a silent feed."""
+        assert state.closed_through is not None
+        back = rewound(state.closed_through, today, self.settings.lookback_days)
+        if back == state.closed_through:
+            return
+        self.log.warning(
+            f"the state's closed_through {state.closed_through} is ahead of today "
+            f"({today} UTC) less the lookback: the clock was ahead, or the state was "
+            f"edited; reading again from {back + timedelta(days=1)} (a few events may "
+            "be printed twice; event.id tells them apart)",
+            enterprise=partition_name(state),
+        )
+        state.closed_through = back
 
     def _read_day(
         self,

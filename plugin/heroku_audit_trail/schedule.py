@@ -13,6 +13,8 @@ from typing import Any
 
 MIN_INTERVAL_SLACK = 5.0  # seconds of scheduler jitter forgiven by --min-interval
 BACKOFF_CAP = 900.0  # seconds: the longest wait after failed runs, Retry-After aside
+RETRY_AFTER_CAP = 3600.0  # a Retry-After longer than an hour is taken as an hour
+CLOCK_SLACK = timedelta(minutes=5)  # a failure "in the future": the clock was ahead then
 
 
 def parse_stamp(value: object) -> datetime | None:
@@ -36,7 +38,8 @@ class Backoff:
     retry_after_until: datetime | None = None
 
     def wait_until(self, min_interval: float) -> datetime:
-        seconds = min(min_interval * 2 ** (self.failures - 1), BACKOFF_CAP)
+        # The exponent is capped: after weeks of outage 2**(n-1) would overflow a float.
+        seconds = min(min_interval * 2.0 ** min(self.failures - 1, 30), BACKOFF_CAP)
         until = self.failed_at + timedelta(seconds=seconds)
         if self.retry_after_until is not None:
             until = max(until, self.retry_after_until)
@@ -72,7 +75,7 @@ def _stamp(moment: datetime) -> str:
 
 def after_failure(previous: Backoff | None, ended: datetime, retry_after: float | None) -> Backoff:
     """The backoff once one more run has failed."""
-    until = ended + timedelta(seconds=retry_after) if retry_after else None
+    until = ended + timedelta(seconds=min(retry_after, RETRY_AFTER_CAP)) if retry_after else None
     return Backoff((previous.failures if previous else 0) + 1, ended, until)
 
 
@@ -82,7 +85,7 @@ def skip_reason(
     """Why this run should leave the API alone, or None. `min_interval` 0 turns both off."""
     if min_interval <= 0:
         return None
-    if backoff is not None:
+    if backoff is not None and backoff.failed_at <= now + CLOCK_SLACK:
         until = backoff.wait_until(min_interval)
         if now < until:
             return (
@@ -90,6 +93,8 @@ def skip_reason(
                 f"until {_stamp(until)} ({(until - now).total_seconds():.0f} s from now)"
             )
         return None  # a failure after the last success: its start no longer counts
+    if backoff is not None:
+        return None  # recorded by a clock that was ahead: do not wait for it
     last_start = parse_stamp(last_success_start)
     if last_start is None:
         return None
