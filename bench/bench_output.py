@@ -19,7 +19,7 @@ import orjson
 
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.eventgen import generate_day
-from heroku_audit_trail.output import render
+from heroku_audit_trail.ecs import render
 from heroku_audit_trail.window import new_events
 
 
