@@ -17,9 +17,8 @@ from typing import Any
 
 import orjson
 
-from heroku_audit_trail.ecs import format_time
+from heroku_audit_trail.ecs import format_time, render
 from heroku_audit_trail.eventgen import generate_day
-from heroku_audit_trail.ecs import render
 from heroku_audit_trail.window import new_events
 
 

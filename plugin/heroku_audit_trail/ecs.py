@@ -11,7 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -71,6 +72,17 @@ def parse_time(value: object) -> datetime | None:
     UTC) to UTC; None when it is not one or names an instant outside years 1 to 9999."""
     if not isinstance(value, str):
         return None
+    if (
+        len(value) in (20, 24)  # Heroku's own shapes, ...:SSZ and ...:SS.sssZ: the C parser
+        and value[-1] == "Z"
+        and value[10] == "T"
+        and value[4] == value[7] == "-"
+        and value[13] == value[16] == ":"
+    ):
+        try:
+            return datetime.fromisoformat(value)  # Python 3.11+; 3.10 falls through
+        except ValueError:
+            pass
     match = _TIME_RE.fullmatch(value.strip())
     if match is None:
         return None
@@ -216,23 +228,50 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _related_users(event: dict[str, Any]) -> list[str]:
+@lru_cache(maxsize=1024)
+def _classified(object_type: str, verb: str) -> tuple[str, list[str], list[str]]:
+    """event.action, event.category and event.type of one type.action, computed once."""
+    category, event_type = categorize(object_type, verb)
+    return f"{object_type}.{verb}", category, event_type
+
+
+def _clean_part(value: Any, fragments: bool) -> Any:
+    """One part of `heroku`, as strip_nulls leaves it (None: leave it out). A part with no null
+    and no empty object, the usual case, is serialized once here and passed to orjson as a
+    Fragment, instead of being walked in Python."""
+    if value is None:
+        return None
+    if not isinstance(value, (dict, list)):
+        return value
+    if fragments:
+        encoded = orjson.dumps(value)
+        if b"null" not in encoded and b"{}" not in encoded:
+            return orjson.Fragment(encoded)
+    cleaned = strip_nulls(value)
+    return None if cleaned == {} else cleaned
+
+
+def _related_users(actor: dict[str, Any], owner: dict[str, Any], data: dict[str, Any]) -> list[str]:
     """Actor, owner and target identities (emails and ids), first seen first."""
-    data = _obj(event, "data")
-    candidates: list[object] = []
-    for holder in (_obj(event, "actor"), _obj(event, "owner"), _obj(data, "user")):
-        candidates += [holder.get("email"), holder.get("id")]
-    candidates += [data.get("email"), data.get("user_email")]
+    target = data.get("user")
+    target = target if isinstance(target, dict) else {}
     seen: dict[str, None] = {}
-    for candidate in candidates:
-        text = _str(candidate)
-        if text is not None:
-            seen[text] = None
+    for candidate in (
+        actor.get("email"),
+        actor.get("id"),
+        owner.get("email"),
+        owner.get("id"),
+        target.get("email"),
+        target.get("id"),
+        data.get("email"),
+        data.get("user_email"),
+    ):
+        if isinstance(candidate, str) and candidate:
+            seen[candidate] = None
     return list(seen)
 
 
-def _message(event: dict[str, Any], action: str | None) -> str:
-    actor = _obj(event, "actor")
+def _message(event: dict[str, Any], action: str | None, actor: dict[str, Any]) -> str:
     who = _str(actor.get("email")) or _str(actor.get("id")) or "unknown actor"
     target = (
         _str(_obj(event, "app").get("name"))
@@ -240,53 +279,60 @@ def _message(event: dict[str, Any], action: str | None) -> str:
         or _str(_obj(event, "owner").get("email"))
         or _str(_obj(event, "enterprise_account").get("name"))
     )
-    return " ".join(part for part in (who, action or "unknown event", target) if part)
+    text = f"{who} {action or 'unknown event'}"
+    return f"{text} {target}" if target else text
 
 
 def to_ecs(event: dict[str, Any], read_at: str, include_original: bool = False) -> dict[str, Any]:
     """Map one Heroku event to one ECS object; `read_at` is this run's read time, formatted.
     ValueError when its created_at is present but not a usable time."""
-    return _to_ecs(event, read_at, include_original, parse_time(event.get("created_at")))
+    moment = parse_time(event.get("created_at"))
+    return _to_ecs(event, event_key(event), read_at, include_original, moment, False)
+
+
+_HEROKU_PARTS = ("type", "action", "app", "owner", "team", "enterprise_account", "data")
 
 
 def _to_ecs(
-    event: dict[str, Any], read_at: str, include_original: bool, moment: datetime | None
+    event: dict[str, Any],
+    key: str,
+    read_at: str,
+    include_original: bool,
+    moment: datetime | None,
+    fragments: bool = True,
 ) -> dict[str, Any]:
-    object_type = event.get("type")
-    verb = event.get("action")
-    action = (
-        f"{object_type}.{verb}" if isinstance(object_type, str) and isinstance(verb, str) else None
-    )
-    category, event_type = categorize(object_type, verb)
+    """to_ecs; with `fragments`, parts of `heroku` may be orjson Fragments (for render)."""
+    get = event.get
+    object_type, verb = get("type"), get("action")
+    if isinstance(object_type, str) and isinstance(verb, str):
+        action, category, event_type = _classified(object_type, verb)
+    else:
+        action = None
+        category, event_type = categorize(object_type, verb)
 
-    ecs_event: dict[str, Any] = {"kind": "event", "id": event_key(event)}
+    ecs_event: dict[str, Any] = {"kind": "event", "id": key}
     if action:
         ecs_event["action"] = action
     if category:
         ecs_event["category"] = category
     if event_type:
         ecs_event["type"] = event_type
-    ecs_event |= {
-        "module": "heroku",
-        "dataset": "heroku.audit",
-        "provider": "heroku",
-        "created": read_at,
-    }
+    ecs_event["module"] = "heroku"
+    ecs_event["dataset"] = "heroku.audit"
+    ecs_event["provider"] = "heroku"
+    ecs_event["created"] = read_at
     if include_original:
         ecs_event["original"] = orjson.dumps(event).decode()
 
-    out: dict[str, Any] = {}
-    created_at = event.get("created_at")
     if moment is not None:
-        out["@timestamp"] = format_time(moment)
-    elif created_at is None:  # absent or null: the read time, so every line has a time
-        out["@timestamp"] = read_at
+        timestamp = format_time(moment)
+    elif get("created_at") is None:  # absent or null: the read time, so every line has a time
+        timestamp = read_at
     else:
-        raise ValueError(f"created_at {str(created_at)[:60]!r} is not a usable time")
-    out["ecs"] = {"version": ECS_VERSION}
-    out["event"] = ecs_event
+        raise ValueError(f"created_at {str(get('created_at'))[:60]!r} is not a usable time")
+    out: dict[str, Any] = {"@timestamp": timestamp, "ecs": _ECS, "event": ecs_event}
 
-    actor = _obj(event, "actor")
+    actor, owner, data = _obj(event, "actor"), _obj(event, "owner"), _obj(event, "data")
     user = {key: actor[key] for key in ("id", "email") if _str(actor.get(key))}
     if user:
         out["user"] = user
@@ -295,7 +341,7 @@ def _to_ecs(
         out["source"] = {"ip": ip_address}
 
     related: dict[str, list[str]] = {}
-    related_users = _related_users(event)
+    related_users = _related_users(actor, owner, data)
     if related_users:
         related["user"] = related_users
     if ip_address:
@@ -308,20 +354,23 @@ def _to_ecs(
     if organization:
         out["organization"] = organization
 
-    heroku = strip_nulls(
-        {
-            key: event.get(key)
-            for key in ("type", "action", "app", "owner", "team", "enterprise_account", "data")
-        }
-    )
+    heroku = {}
+    for name in _HEROKU_PARTS:
+        part = get(name)
+        if type(part) is not str:  # type and action are strings: kept as they are
+            part = _clean_part(part, fragments)
+        if part is not None:
+            heroku[name] = part
     if heroku:
         out["heroku"] = heroku
-    out["message"] = _message(event, action)
+    out["message"] = _message(event, action, actor)
     return out
 
 
-@dataclass(frozen=True)
-class Rendered:
+_ECS = {"version": ECS_VERSION}
+
+
+class Rendered(NamedTuple):  # a tuple: made once per event, so cheap to make
     line: bytes  # one JSON object and its newline
     order: tuple[datetime, str]  # created_at (unreadable ones last), then id: print order
     warning: str | None = None  # for the log: a degraded line, or a time that was made up
@@ -340,7 +389,8 @@ def render(
         if output_format == "heroku":
             return Rendered(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE), order)
         line = orjson.dumps(
-            _to_ecs(event, read_at, include_original, moment), option=orjson.OPT_APPEND_NEWLINE
+            _to_ecs(event, key, read_at, include_original, moment),
+            option=orjson.OPT_APPEND_NEWLINE,
         )
     except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError) as error:
         return degraded(event, key, moment, read_at, f"{type(error).__name__}: {error}", order)

@@ -322,9 +322,11 @@ class Poller:
                     started,
                     old.full_pass_started,
                 )
+            closed_before = state.closed_through
             state.open_days[day] = new
             close_old_days(state, self.trusted_today(today), self.settings.lookback_days)
-            store.save(state)
+            if new != old or day not in state.open_days or state.closed_through != closed_before:
+                store.save(state)  # a 304 day changes nothing: no rewrite of the file
         report.days_read += progress.complete
         report.events_emitted += printed
 

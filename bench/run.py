@@ -1,0 +1,186 @@
+"""Every benchmark in one table, each figure a ratio to a floor measured in the same run.
+
+    python bench/run.py [--quick] [--json PATH]
+
+Rows (median of several runs where it is a time):
+- mapping: `render()` of each event (orjson.loads first) against orjson.loads + orjson.dumps of
+  the same events (the generator's realistic events);
+- a day of 1k / 20k / 100k events (quick: 1k / 5k): one `poll` as a subprocess against a
+  plain requests + orjson fetch of the same pages (a subprocess too: both start Python and
+  import requests), with the poll's peak RSS (wait4);
+- a poll with nothing new (cursor current, days answer 304) against
+  `python -c "import requests, orjson, platformdirs"`;
+- API economy: requests per steady-state poll, tokens an hour at a 1-minute and a 5-minute
+  schedule (of the account's 4500), requests for a 30-day backfill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_poll import floor_fetch
+
+from heroku_audit_trail.ecs import format_time, render
+from heroku_audit_trail.eventgen import generate_day
+from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
+
+
+def median_of(rounds: int, work: Callable[[], object]) -> float:
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def mapping(count: int, rounds: int) -> dict[str, Any]:
+    events = generate_day(1, date(2026, 11, 23), count, {"id": "e1", "name": "acme"})
+    raw = [orjson.dumps(event) for event in events]
+    read_at = format_time(datetime.now(timezone.utc))
+    floor = median_of(rounds, lambda: [orjson.dumps(orjson.loads(text)) for text in raw])
+    ours = median_of(rounds, lambda: [render(orjson.loads(text), "ecs", read_at) for text in raw])
+    return {"events": count, "floor_s": floor, "ours_s": ours, "ratio": ours / floor}
+
+
+def run_cli(sim: Simulator, state_dir: str, *args: str) -> tuple[float, int, dict[str, Any]]:
+    """One command as a subprocess: seconds, its own peak RSS (KiB) and its summary log."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": state_dir,
+        "HEROKU_API_URL": sim.url,
+        "HEROKU_API_KEY": DEMO_TOKEN,
+        "HEROKU_ENTERPRISE": sim.config.enterprise_name,
+        "HEROKU_AUDIT_STATE_DIR": state_dir,
+        "HEROKU_AUDIT_MIN_INTERVAL": "0",
+        "HEROKU_AUDIT_LOG_FORMAT": "json",
+    }
+    command = [sys.executable, "-m", "heroku_audit_trail", *args]
+    with open(os.devnull, "wb") as sink:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.PIPE)
+        assert process.stderr is not None
+        stderr = process.stderr.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+    if status:
+        raise SystemExit(f"{' '.join(args)} failed: {stderr.decode()[-400:]}")
+    summary = next((orjson.loads(line) for line in stderr.splitlines() if b"summary" in line), {})
+    return elapsed, usage.ru_maxrss, summary
+
+
+# The floor runs as a subprocess too, so both pay for an interpreter and the same imports.
+FLOOR = """
+import sys, os, time
+sys.path.insert(0, sys.argv[1])
+from bench_poll import floor_fetch
+class Sim:
+    url, config = sys.argv[2], type("C", (), {"enterprise_id": sys.argv[3]})
+floor_fetch(Sim)
+"""
+
+
+def day_size(count: int) -> dict[str, Any]:
+    with Simulator(SimulatorConfig(seed=1, events_per_day=count, history_days=1)) as sim:
+        sim.all_events()  # generated before timing
+        _, fetched = floor_fetch(sim)
+        bench_dir = str(Path(__file__).parent)
+        floor_command = [sys.executable, "-c", FLOOR, bench_dir, sim.url, sim.config.enterprise_id]
+        started = time.perf_counter()
+        subprocess.run(floor_command, check=True)
+        floor_s = time.perf_counter() - started
+        with tempfile.TemporaryDirectory() as state_dir:
+            ours_s, peak_kib, _ = run_cli(sim, state_dir, "poll")
+    return {
+        "events": fetched,
+        "floor_s": floor_s,
+        "ours_s": ours_s,
+        "ratio": ours_s / floor_s,
+        "peak_rss_mib": peak_kib / 1024,
+    }
+
+
+def nothing_new(rounds: int) -> dict[str, Any]:
+    imports = [sys.executable, "-c", "import requests, orjson, platformdirs"]
+    floor = median_of(rounds, lambda: subprocess.run(imports, check=True))
+    with Simulator(SimulatorConfig(seed=2, events_per_day=50, history_days=1)) as sim:
+        with tempfile.TemporaryDirectory() as state_dir:
+            run_cli(sim, state_dir, "poll")
+            summaries: list[dict[str, Any]] = []
+
+            def poll() -> None:
+                summaries.append(run_cli(sim, state_dir, "poll")[2])
+
+            ours = median_of(rounds, poll)
+        with tempfile.TemporaryDirectory() as state_dir:
+            since = str(date.fromordinal(datetime.now(timezone.utc).date().toordinal() - 30))
+            backfill = run_cli(sim, state_dir, "backfill", "--since", since)[2]
+    per_poll = summaries[-1]["requests"]
+    return {
+        "floor_s": floor,
+        "ours_s": ours,
+        "ratio": ours / floor,
+        "requests_per_steady_poll": per_poll,
+        "tokens_per_hour_1min": per_poll * 60,
+        "tokens_per_hour_5min": per_poll * 12,
+        "requests_30_day_backfill": backfill["requests"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    sizes = (1_000, 5_000) if args.quick else (1_000, 20_000, 100_000)
+    rounds = 3 if args.quick else 7
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "mapping": mapping(5_000 if args.quick else 20_000, rounds),
+        "days": {str(size): day_size(size) for size in sizes},
+        "nothing_new": nothing_new(rounds),
+    }
+    smallest = results["days"][str(sizes[0])]["peak_rss_mib"]
+    rows = [("ECS mapping vs orjson loads+dumps", results["mapping"]["ratio"], "≤ 2")]
+    for size, day in results["days"].items():
+        rows.append((f"poll of a {int(size):,}-event day vs plain fetch", day["ratio"], "≤ 1.5"))
+        rows.append(
+            (
+                f"  peak RSS {day['peak_rss_mib']:.0f} MiB, vs the 1k day",
+                day["peak_rss_mib"] / smallest,
+                "≤ 3",
+            )
+        )
+    economy = results["nothing_new"]
+    rows.append(("poll with nothing new vs import floor", economy["ratio"], "≤ 1.3"))
+    print(f"{'benchmark':52} {'ratio':>7}  target")
+    for name, ratio, target in rows:
+        print(f"{name:52} {ratio:7.2f}  {target}")
+    print(
+        f"\nrequests per steady-state poll: {economy['requests_per_steady_poll']} "
+        f"(tokens/hour: {economy['tokens_per_hour_1min']} at 1 min, "
+        f"{economy['tokens_per_hour_5min']} at 5 min, of 4500); "
+        f"30-day backfill: {economy['requests_30_day_backfill']} requests"
+    )
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""bench/run.py --quick runs and writes its JSON (no timing is asserted: ratios vary by host)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+BENCH = Path(__file__).parent.parent / "bench" / "run.py"
+
+
+def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    target = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--json", str(target)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"ECS mapping vs orjson loads+dumps" in done.stdout
+    results = orjson.loads(target.read_bytes())
+    assert results["quick"] is True
+    assert results["mapping"]["ratio"] > 0
+    assert set(results["days"]) == {"1000", "5000"}
+    assert all(
+        day["events"] >= 1000 and day["peak_rss_mib"] > 0 for day in results["days"].values()
+    )
+    assert results["nothing_new"]["requests_per_steady_poll"] >= 1
