@@ -3,7 +3,7 @@ backfill holds one month's archive at a time, so the ratio stays near 1 whatever
 
 Both run as subprocesses (stdout to /dev/null, a fresh state dir) against one simulator on
 127.0.0.1 with `--events-per-day` events on every day of the last 13 months; the peak RSS is
-each child's own (wait4), so the two measurements do not mix.
+each child's own (VmHWM), so the two measurements do not mix.
     python bench/bench_backfill.py [--events-per-day 300] [--json PATH]
 """
 
@@ -22,6 +22,9 @@ from typing import Any
 import orjson
 
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import watch_peak_rss
 
 
 def month_start(day: date, months_back: int) -> date:
@@ -45,11 +48,13 @@ def backfill(sim: Simulator, since: date, until: date) -> dict[str, Any]:
         command = [sys.executable, "-m", "heroku_audit_trail", "backfill", "--archives"]
         command += ["--since", str(since), "--until", str(until)]
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.PIPE)
-        assert process.stderr is not None
-        stderr = process.stderr.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - started
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(command, env=env, stdout=sink, stderr=errors)
+            peak_kib = watch_peak_rss(process)
+            elapsed = time.perf_counter() - started
+            errors.seek(0)
+            stderr = errors.read()
+        status = process.returncode
     if status != 0:
         raise SystemExit(f"backfill failed ({status}): {stderr.decode()[-500:]}")
     summary = next(
@@ -59,7 +64,7 @@ def backfill(sim: Simulator, since: date, until: date) -> dict[str, Any]:
         "days": summary["days"],
         "events": summary["events_emitted"],
         "seconds": round(elapsed, 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
     }
 
 

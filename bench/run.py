@@ -7,7 +7,7 @@ Rows (median of several runs where it is a time):
   the same events (the generator's realistic events);
 - a day of 1k / 20k / 100k events (quick: 1k / 5k): one `poll` as a subprocess against a
   plain requests + orjson fetch of the same pages (a subprocess too: both start Python and
-  import requests), with the poll's peak RSS (wait4);
+  import requests), with the poll's own peak RSS (VmHWM);
 - a poll with nothing new (cursor current, days answer 304) against
   `python -c "import requests, orjson, platformdirs"`;
 - API economy: requests per steady-state poll, tokens an hour at a 1-minute and a 5-minute
@@ -69,17 +69,33 @@ def run_cli(sim: Simulator, state_dir: str, *args: str) -> tuple[float, int, dic
         "HEROKU_AUDIT_LOG_FORMAT": "json",
     }
     command = [sys.executable, "-m", "heroku_audit_trail", *args]
-    with open(os.devnull, "wb") as sink:
+    with open(os.devnull, "wb") as sink, tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.PIPE)
-        assert process.stderr is not None
-        stderr = process.stderr.read()
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.Popen(command, env=env, stdout=sink, stderr=errors)
+        peak_kib = watch_peak_rss(process)
         elapsed = time.perf_counter() - started
-    if status:
+        errors.seek(0)
+        stderr = errors.read()
+    if process.returncode:
         raise SystemExit(f"{' '.join(args)} failed: {stderr.decode()[-400:]}")
     summary = next((orjson.loads(line) for line in stderr.splitlines() if b"summary" in line), {})
-    return elapsed, usage.ru_maxrss, summary
+    return elapsed, peak_kib, summary
+
+
+def watch_peak_rss(process: subprocess.Popen[bytes]) -> int:
+    """The child's own peak RSS in KiB (VmHWM, read until it exits). Not wait4's ru_maxrss:
+    that counts the parent's memory at fork time, and this parent holds the simulator."""
+    peak = 0
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.005)
+    return peak
 
 
 # The floor runs as a subprocess too, so both pay for an interpreter and the same imports.

@@ -25,6 +25,7 @@ from heroku_audit_trail.errors import (
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.schedule import after_failure, skip_reason
+from heroku_audit_trail.spool import Spool
 from heroku_audit_trail.window import (
     advance_closed_through,
     days_to_read,
@@ -98,7 +99,7 @@ class RunReport:
 class PassProgress:
     """The part of a day's pass read by this run and not yet printed."""
 
-    held: list[tuple[tuple[datetime, str], bytes]] = field(default_factory=list)
+    held: Spool = field(default_factory=Spool)  # rendered lines, with their sort keys
     keys: set[str] = field(default_factory=set)  # every id met by this run's pages
     pages: int = 0
     next_range: str | None = None
@@ -257,7 +258,7 @@ class Poller:
                     page.events, progress.keys, [day_state.seen, *other_days], read_at, report
                 )
                 with self.guard.critical():
-                    progress.held += lines
+                    progress.held.extend(lines)
                     progress.keys |= keys
                     progress.pages += 1
                     progress.next_range = page.next_range
@@ -305,9 +306,11 @@ class Poller:
         report: RunReport,
     ) -> None:
         """Print what the pass read, in created_at order, then save the day's state."""
-        progress.held.sort(key=lambda item: item[0])
         with self.guard.critical():
-            printed = self.writer.write(line for _, line in progress.held)
+            try:
+                printed = self.writer.write(progress.held.in_order())
+            finally:
+                progress.held.close()
             old = state.open_days.get(day, DayState())
             if progress.complete:
                 new = DayState(
