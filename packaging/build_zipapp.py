@@ -20,37 +20,73 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Runs inside the archive. Kept to the standard library and small on purpose.
 BOOTSTRAP = """\
-import os, shutil, sys, tempfile, zipfile
+import atexit, os, shutil, stat, sys, tempfile, zipfile
 from pathlib import Path
 
 BUILD_ID = "{build_id}"
 
 
+def private(path):
+    # path as a directory that only this user can write, created if missing; None when it
+    # is a symlink, not a directory, someone else's, or writable by group or others: another
+    # local user could have planted code there for us to import.
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        status = os.lstat(path)
+    except OSError:
+        return None
+    if (
+        stat.S_ISLNK(status.st_mode)
+        or not stat.S_ISDIR(status.st_mode)
+        or status.st_uid != os.getuid()
+        or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        return None
+    return path
+
+
 def cache_root():
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    root = Path(base) / "heroku-audit-trail"
     try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return root
-    except OSError:  # no writable home (a service user): fall back to a private temp dir
-        root = Path(tempfile.gettempdir()) / f"heroku-audit-trail-{{os.getuid()}}"
-        root.mkdir(mode=0o700, exist_ok=True)
-        return root
+        Path(base).mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        pass
+    # A service user has no writable home: a private directory of its own under /tmp.
+    for root in (
+        Path(base) / "heroku-audit-trail",
+        Path(tempfile.gettempdir()) / f"heroku-audit-trail-{{os.getuid()}}",
+    ):
+        if private(root) is not None:
+            return root
+    return None
+
+
+def extract(into):
+    with zipfile.ZipFile(os.path.dirname(os.path.abspath(__file__))) as archive:
+        for member in archive.namelist():
+            if member.startswith("lib/"):
+                archive.extract(member, into)
+    return into / "lib"
 
 
 def unpacked():
-    target = cache_root() / f"pyz-{{BUILD_ID}}"
-    if not target.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
-        with zipfile.ZipFile(os.path.dirname(os.path.abspath(__file__))) as archive:
-            for member in archive.namelist():
-                if member.startswith("lib/"):
-                    archive.extract(member, staging)
+    root = cache_root()
+    if root is None:  # nowhere safe to keep it: unpack for this run only
+        scratch = Path(tempfile.mkdtemp(prefix="heroku-audit-trail-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        return extract(scratch)
+    target = root / f"pyz-{{BUILD_ID}}"
+    if not target.exists():
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
         try:
-            os.rename(staging / "lib", target)  # atomic: a concurrent run uses either copy
+            os.rename(extract(staging), target)  # atomic: a concurrent run uses either copy
         except OSError:
             pass
         shutil.rmtree(staging, ignore_errors=True)
+    if private(target) is None:  # in our own directory, yet not ours: never import from it
+        scratch = Path(tempfile.mkdtemp(prefix="heroku-audit-trail-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        return extract(scratch)
     return target
 
 

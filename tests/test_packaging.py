@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import orjson
@@ -61,6 +63,63 @@ def test_zipapp_runs_with_a_clean_interpreter(tmp_path: Path) -> None:
     check_poll(command, tmp_path, {})
     (unpacked,) = (tmp_path / "cache" / "heroku-audit-trail").iterdir()
     assert (unpacked / "orjson").is_dir()  # the compiled dependency came out of the zip
+
+
+@pytest.fixture(scope="module")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pyz") / "heroku-audit-trail.pyz"
+    subprocess.run(
+        [sys.executable, str(ROOT / "packaging" / "build_zipapp.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def build_id(pyz: Path) -> str:
+    with zipfile.ZipFile(pyz) as archive:
+        bootstrap = archive.read("__main__.py").decode()
+    found = re.search(r'BUILD_ID = "([0-9a-f]+)"', bootstrap)
+    assert found
+    return found.group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hostile", ["someone-elses", "world-writable"])
+def test_zipapp_never_imports_from_a_planted_directory(
+    pyz: Path, tmp_path: Path, hostile: str
+) -> None:
+    """A service user without a home unpacks under /tmp: another local user may have made
+    the directory first, with code in it for us to run. It must be refused."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(mode=0o1777)
+    tmp.chmod(0o1777)
+    marker = tmp_path / "planted-code-ran"
+    shared = tmp / f"heroku-audit-trail-{os.getuid()}"
+    planted = shared / f"pyz-{build_id(pyz)}" / "heroku_audit_trail"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
+    (planted / "cli.py").write_text("def run():\n    print('pwned')\n")
+    if hostile == "someone-elses":
+        for path in (shared, *shared.rglob("*")):
+            os.chown(path, 65534, 65534)  # nobody
+        shared.chmod(0o700)
+    else:
+        shared.chmod(0o777)
+    no_home = tmp_path / "not-a-dir"
+    no_home.write_text("")  # nothing can be made under a file, not even by root
+    env = {
+        "HOME": str(no_home),
+        "XDG_CACHE_HOME": str(no_home / "cache"),
+        "TMPDIR": str(tmp),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-I", str(pyz), "--version"], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
+    assert not marker.exists()
 
 
 @pytest.mark.slow
