@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -134,7 +135,11 @@ def test_deb_contents_and_the_extracted_command(tmp_path: Path) -> None:
     deb = Path(built.stdout.decode().strip().splitlines()[-1])
     info = subprocess.run(["dpkg-deb", "--info", str(deb)], capture_output=True, check=True)
     control = info.stdout.decode()
-    assert f"Version: {__version__}" in control and "Depends: python3 (>= 3.10)" in control
+    minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    later = f"{sys.version_info[0]}.{sys.version_info[1] + 1}"
+    assert f"Version: {__version__}-1" in control
+    assert f"Depends: python3 (>= {minor}~), python3 (<< {later}), libc6" in control
+    assert "ca-certificates" in control
     contents = subprocess.run(["dpkg-deb", "--contents", str(deb)], capture_output=True, check=True)
     listing = contents.stdout.decode()
     assert "-rwxr-xr-x root/root" in next(
@@ -142,6 +147,13 @@ def test_deb_contents_and_the_extracted_command(tmp_path: Path) -> None:
     )
     assert "./usr/lib/heroku-audit-trail/heroku_audit_trail/cli.py" in listing
     assert "./usr/share/doc/heroku-audit-trail/examples/fluent-bit.conf" in listing
+    assert "./usr/share/man/man1/heroku-audit-trail.1.gz" in listing
+    assert "./usr/share/doc/heroku-audit-trail/copyright" in listing
+    assert "./usr/share/doc/heroku-audit-trail/changelog.Debian.gz" in listing
+    if shutil.which("lintian"):
+        lint = subprocess.run(["lintian", str(deb)], capture_output=True, check=False)
+        errors = [line for line in lint.stdout.decode().splitlines() if line.startswith("E:")]
+        assert errors == [], errors
 
     root = tmp_path / "root"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -153,3 +165,85 @@ def test_deb_contents_and_the_extracted_command(tmp_path: Path) -> None:
     )
     assert version.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
     check_poll(wrapper, tmp_path, same_python)
+
+
+def debian_python_matches() -> bool:
+    system = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; print(*sys.version_info[:2])"],
+        capture_output=True,
+        check=False,
+    )
+    return system.stdout.split() == [str(part).encode() for part in sys.version_info[:2]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("apt-get") is None or not debian_python_matches(),
+    reason="needs root, apt-get and a system python3 of this minor version",
+)
+def test_deb_installs_with_apt_runs_and_purges(tmp_path: Path) -> None:
+    """As an admin would: apt-get install ./the.deb (dpkg checks Depends), the command from
+    /usr/bin, then a purge. A copy that wants another python3 is refused at install time."""
+    built = subprocess.run(
+        ["bash", str(ROOT / "packaging" / "build_deb.sh"), str(tmp_path / "dist")],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        check=True,
+    )
+    deb = Path(built.stdout.decode().strip().splitlines()[-1])
+    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "-qq", str(deb)], env=apt, check=True)
+    try:
+        installed = ["/usr/bin/heroku-audit-trail"]
+        version = subprocess.run([*installed, "--version"], capture_output=True, check=True)
+        assert version.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
+        with Simulator(SimulatorConfig(seed=9, events_per_day=25, history_days=1)) as sim:
+            env = poll_env(sim, tmp_path)
+            checked = subprocess.run([*installed, "check"], env=env, capture_output=True)
+            assert checked.returncode == 0, checked.stderr.decode()
+        check_poll(installed, tmp_path, {})
+    finally:
+        subprocess.run(["apt-get", "purge", "-y", "-qq", "heroku-audit-trail"], env=apt, check=True)
+    assert not Path("/usr/bin/heroku-audit-trail").exists()
+
+    # The same package wanting another python3: dpkg's Depends check refuses it.
+    unpacked = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True)
+    control = unpacked / "DEBIAN" / "control"
+    control.write_text(
+        re.sub(
+            r"python3 \(>= [0-9.]+~\), python3 \(<< [0-9.]+\)",
+            "python3 (>= 3.99~)",
+            control.read_text(),
+        )
+    )
+    wrong = tmp_path / "wrong-python.deb"
+    subprocess.run(
+        ["dpkg-deb", "--build", "--root-owner-group", str(unpacked), str(wrong)],
+        check=True,
+        capture_output=True,
+    )
+    refused = subprocess.run(["apt-get", "install", "-y", str(wrong)], env=apt, capture_output=True)
+    assert refused.returncode != 0
+    assert b"python3" in refused.stdout + refused.stderr
+    assert not Path("/usr/bin/heroku-audit-trail").exists()
+
+
+@pytest.mark.slow
+def test_wheel_and_sdist_build_and_the_sdist_carries_docs_examples_and_tests(
+    tmp_path: Path,
+) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    [sdist] = tmp_path.glob("*.tar.gz")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "heroku_audit_trail/cli.py" in archive.namelist()
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"README.md", "examples/vector.toml", "examples/fluent-bit.conf"} <= names
+    assert {"tests/conftest.py", "tests/golden/ecs.jsonl", "packaging/build_deb.sh"} <= names

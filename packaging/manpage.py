@@ -1,0 +1,71 @@
+"""Write heroku-audit-trail(1) in roff from the real argparse parser, so the page never drifts
+from the command. Usage: python3 packaging/manpage.py OUT.1   (with the package importable)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+
+from heroku_audit_trail import __version__
+from heroku_audit_trail.cli import EXAMPLES, build_parser
+
+
+def roff(text: str) -> str:
+    """Escape text for roff: backslashes, and a leading dot or quote on a line."""
+    lines = []
+    for line in text.replace("\\", "\\e").splitlines():
+        lines.append("\\&" + line if line.startswith((".", "'")) else line)
+    return "\n".join(lines)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found.append((name, child))
+                found += [(f"{name} {sub}", grand) for sub, grand in subcommands(child)]
+    return found
+
+
+def manpage() -> str:
+    parser = build_parser()
+    out = [
+        f'.TH HEROKU-AUDIT-TRAIL 1 "{date.today():%Y-%m-%d}" "heroku-audit-trail {__version__}"',
+        ".SH NAME",
+        "heroku-audit-trail \\- Heroku Enterprise audit trail as ECS JSON lines",
+        ".SH SYNOPSIS",
+        ".B heroku-audit-trail",
+        "COMMAND [OPTIONS]",
+        ".SH DESCRIPTION",
+        roff(parser.description or ""),
+        ".SH COMMANDS",
+    ]
+    for name, child in subcommands(parser):
+        usage = child.format_usage().replace("usage: ", "").strip()
+        out += [
+            ".SS " + name,
+            ".nf",
+            roff(usage),
+            ".fi",
+            ".PP",
+            ".nf",
+            roff(child.format_help()),
+            ".fi",
+        ]
+    out += [".SH EXAMPLES", ".nf", roff(EXAMPLES), ".fi"]
+    out += [".SH SEE ALSO", "/usr/share/doc/heroku-audit-trail/README.md.gz"]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    target = Path(sys.argv[1])
+    target.write_text(manpage())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
