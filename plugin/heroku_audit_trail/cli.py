@@ -142,6 +142,12 @@ def build_parser() -> Parser:
         help="days before today read again for late events; env HEROKU_AUDIT_LOOKBACK_DAYS (1)",
     )
     common.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="after every poll, write Prometheus text metrics here (node_exporter's textfile "
+        "collector); env HEROKU_AUDIT_METRICS_FILE",
+    )
+    common.add_argument(
         "--min-interval",
         type=_number(float, 0.0),
         metavar="SECONDS",
@@ -223,6 +229,7 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         value = flag if flag is not None else _env_number(env, name, type(default), low)
         return default if value is None else value
 
+    metrics = args.metrics_file or env.get("HEROKU_AUDIT_METRICS_FILE")
     max_runtime = args.max_runtime
     if max_runtime is None and args.command != "backfill":  # backfill: no deadline unless asked
         max_runtime = pick(None, "HEROKU_AUDIT_MAX_RUNTIME", 1.0, 50.0)
@@ -238,6 +245,7 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         rate_limit_floor=pick(args.rate_limit_floor, "HEROKU_AUDIT_RATE_LIMIT_FLOOR", 0, 500),
         max_runtime=max_runtime,
         token_file=args.token_file,
+        metrics_file=Path(metrics).expanduser() if metrics else None,
     )
 
 
@@ -257,18 +265,44 @@ def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
 
 
 def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> int:
-    due = due_enterprises(settings, utc_now(), log)
-    if not due:
-        return 0
-    client = make_client(settings, env)
-    stdout = stdout_binary()
-    writer = EventWriter(stdout, log, guard)
-    writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
-    arm_deadline(settings, guard)
+    started = utc_now()
+    due = due_enterprises(settings, started, log)
+    exit_codes = {name: 0 for name in settings.enterprises}  # the skipped ones stay 0
     try:
-        return Poller(settings, client, writer, log, guard).run(due)
+        if not due:
+            return 0
+        client = make_client(settings, env)
+        stdout = stdout_binary()
+        writer = EventWriter(stdout, log, guard)
+        writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
+        arm_deadline(settings, guard)
+        try:
+            return Poller(settings, client, writer, log, guard).run(due, exit_codes)
+        finally:
+            guard.disarm()
+    except AuditTrailError as error:  # before any partition ran (no token, no stdout)
+        exit_codes |= {name: error.exit_code for name in due}
+        raise
     finally:
-        guard.disarm()
+        if settings.metrics_file is not None:
+            publish_metrics(settings, started, exit_codes)
+
+
+def publish_metrics(settings: Settings, started: datetime, exit_codes: dict[str, int]) -> None:
+    """--metrics-file, after every run; a failure to write it is logged, never the run's."""
+    from heroku_audit_trail.cursor import Partition, StateStore
+    from heroku_audit_trail.metrics import RunMark, collect, render, write_metrics
+
+    assert settings.metrics_file is not None
+    marks = {}
+    for enterprise, code in exit_codes.items():
+        partition = Partition(enterprise, settings.filters)
+        store = StateStore(settings.state_dir, partition)
+        marks[store.path.name] = RunMark(started, code, partition.as_dict())
+    try:
+        write_metrics(settings.metrics_file, render(collect(settings.state_dir, marks)))
+    except AuditTrailError as error:
+        log.warning(str(error))
 
 
 def arm_deadline(settings: Settings, guard: StopGuard) -> None:

@@ -55,6 +55,7 @@ class Settings:
     rate_limit_floor: int
     max_runtime: float | None
     token_file: str | None
+    metrics_file: Path | None = None
 
 
 def default_state_dir() -> Path:

@@ -69,6 +69,7 @@ class State:
     closed_through: date | None = None
     open_days: dict[date, DayState] = field(default_factory=dict)
     last_run: dict[str, Any] | None = None  # the last successful run
+    last_attempt: dict[str, Any] | None = None  # the last run that took the lock, and its exit
     backoff: Backoff | None = None  # failed runs since it (DESIGN §3, failure backoff)
 
     def to_json(self) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class State:
                 for day, day_state in sorted(self.open_days.items())
             },
             "last_run": self.last_run,
+            "last_attempt": self.last_attempt,
             "backoff": self.backoff.to_json() if self.backoff else None,
         }
 
@@ -145,9 +147,11 @@ def parse_state(path: Path, raw: bytes) -> State:
             None if started is None else _parse_day(path, started),
             None if full is None else _parse_day(path, full),
         )
-    last_run = doc.get("last_run")
+    last_run, last_attempt = doc.get("last_run"), doc.get("last_attempt")
     if last_run is not None and not isinstance(last_run, dict):
         raise _corrupt(path, "last_run is not an object")
+    if last_attempt is not None and not isinstance(last_attempt, dict):
+        raise _corrupt(path, "last_attempt is not an object")
     try:
         backoff = Backoff.from_json(doc.get("backoff"))
     except ValueError as error:
@@ -159,6 +163,7 @@ def parse_state(path: Path, raw: bytes) -> State:
         closed_through=None if closed is None else _parse_day(path, closed),
         open_days=open_days,
         last_run=last_run,
+        last_attempt=last_attempt,
     )
 
 

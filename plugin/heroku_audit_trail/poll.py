@@ -20,6 +20,7 @@ from heroku_audit_trail.errors import (
     AuditTrailError,
     OutputClosedError,
     RateLimitedError,
+    StateWriteError,
     StoppedError,
 )
 from heroku_audit_trail.logs import Log
@@ -66,13 +67,23 @@ def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
     return due
 
 
-def each_partition(enterprises: Sequence[str], work: Callable[[str], None], log: Log) -> int:
-    """Run `work` per enterprise; a failure of one does not stop the others. First failure wins."""
+def each_partition(
+    enterprises: Sequence[str],
+    work: Callable[[str], None],
+    log: Log,
+    exit_codes: dict[str, int] | None = None,
+) -> int:
+    """Run `work` per enterprise; a failure of one does not stop the others. First failure
+    wins. `exit_codes`, when given, gets each enterprise's own code."""
     first_failure = 0
     for enterprise in enterprises:
         try:
             work(enterprise)
+            if exit_codes is not None:
+                exit_codes[enterprise] = 0
         except AuditTrailError as error:
+            if exit_codes is not None:
+                exit_codes[enterprise] = error.exit_code
             log.error(
                 str(error),
                 enterprise=enterprise,
@@ -128,8 +139,8 @@ class Poller:
         self.guard = guard
         self.now = now
 
-    def run(self, enterprises: Sequence[str]) -> int:
-        return each_partition(enterprises, self.poll_partition_named, self.log)
+    def run(self, enterprises: Sequence[str], exit_codes: dict[str, int] | None = None) -> int:
+        return each_partition(enterprises, self.poll_partition_named, self.log, exit_codes)
 
     def poll_partition_named(self, enterprise: str) -> None:
         self.poll_partition(Partition(enterprise, self.settings.filters))
@@ -145,13 +156,19 @@ class Poller:
             requests_before = self.client.requests_made
             try:
                 self._read_days(store, state, report, started_at.date())
-            except (ApiUnavailableError, RateLimitedError):
-                # Remembered, so the next runs leave the API alone for a while (a run a second
-                # under Fluent Bit would otherwise retry a storm or an outage every second).
-                retry_after = self.client.last_retry_after
-                state.backoff = after_failure(state.backoff, self.now(), retry_after)
-                with suppress(AuditTrailError):
-                    store.save(state)
+            except AuditTrailError as error:
+                if isinstance(error, (ApiUnavailableError, RateLimitedError)):
+                    # Remembered, so the next runs leave the API alone for a while (a run a
+                    # second under Fluent Bit would otherwise retry an outage every second).
+                    retry_after = self.client.last_retry_after
+                    state.backoff = after_failure(state.backoff, self.now(), retry_after)
+                # For the metrics file. The state in memory is what was last saved (a day's
+                # changes are made and saved together), unless saving is what failed.
+                state.last_attempt = self._attempt(started_at, report, requests_before)
+                state.last_attempt["exit_code"] = error.exit_code
+                if not isinstance(error, StateWriteError):
+                    with suppress(AuditTrailError):
+                        store.save(state)
                 raise
             finally:
                 self.log.info(
@@ -167,16 +184,22 @@ class Poller:
                     if state.closed_through
                     else None,
                 )
-            state.last_run = {
-                "started_at": format_time(started_at),
-                "finished_at": format_time(self.now()),
-                "days_read": report.days_read,
-                "events_emitted": report.events_emitted,
-                "requests": self.client.requests_made - requests_before,
-                "rate_limit_remaining": self.client.rate_limit_remaining,
-            }
+            state.last_run = self._attempt(started_at, report, requests_before)
+            state.last_attempt = {**state.last_run, "exit_code": 0}
             state.backoff = None
             store.save(state)
+
+    def _attempt(
+        self, started_at: datetime, report: RunReport, requests_before: int
+    ) -> dict[str, Any]:
+        return {
+            "started_at": format_time(started_at),
+            "finished_at": format_time(self.now()),
+            "days_read": report.days_read,
+            "events_emitted": report.events_emitted,
+            "requests": self.client.requests_made - requests_before,
+            "rate_limit_remaining": self.client.rate_limit_remaining,
+        }
 
     def trusted_today(self, today: date) -> date:
         """The earlier of our date and the server's (its Date header): days are closed by it,

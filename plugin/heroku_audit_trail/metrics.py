@@ -1,0 +1,161 @@
+"""`--metrics-file`: Prometheus text format for node_exporter's textfile collector (DESIGN §10).
+
+After every poll, skipped ones included, the file is replaced atomically with one sample per
+partition of the state dir (not only the ones this run touched), built from the state files
+and this run's exit codes. The rendering is pure; only `write_metrics` does I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+from heroku_audit_trail.cursor import State, parse_state, read_private
+from heroku_audit_trail.errors import AuditTrailError, StateWriteError
+from heroku_audit_trail.schedule import parse_stamp
+
+PREFIX = "heroku_audit_trail_"
+METRICS: tuple[tuple[str, str], ...] = (
+    ("last_run_timestamp_seconds", "Start of the last run, skipped ones included."),
+    ("last_success_timestamp_seconds", "Start of the last successful run that called the API."),
+    ("last_exit_code", "Exit code of the last run for this partition."),
+    ("events_emitted", "Events printed by the last run that called the API."),
+    ("requests", "API requests made by the last run that called the API."),
+    ("rate_limit_remaining", "The last RateLimit-Remaining seen."),
+    ("closed_through_timestamp_seconds", "Midnight UTC after the last closed day."),
+    ("consecutive_failures", "Failed runs in a row (0 after a success)."),
+)
+
+
+@dataclass(frozen=True)
+class RunMark:
+    """What this run did for one partition: when it started, how it ended, which it was."""
+
+    started: datetime
+    exit_code: int
+    partition: dict[str, str]
+
+
+@dataclass
+class Sample:
+    """One partition's values; None leaves that metric out for it."""
+
+    enterprise: str
+    filters: str  # "" for an unfiltered partition
+    values: dict[str, float | None]
+
+
+def _seconds(value: object) -> float | None:
+    moment = parse_stamp(value)
+    return moment.timestamp() if moment is not None else None
+
+
+def _day_end(day: date | None) -> float | None:
+    if day is None:
+        return None
+    midnight = datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc)
+    return midnight.timestamp()
+
+
+def _names(partition: dict[str, str]) -> tuple[str, str]:
+    rest = dict(partition)
+    enterprise = rest.pop("enterprise", "")
+    return enterprise, ",".join(f"{key}={value}" for key, value in sorted(rest.items()))
+
+
+def sample_of(state: State, this_run: RunMark | None) -> Sample:
+    """A partition's sample from its state, and from this run when it touched the partition
+    (skipped or not)."""
+    enterprise, filters = _names(state.partition)
+    attempt = state.last_attempt or {}
+    success = state.last_run or {}
+    last_run = _seconds(attempt.get("started_at"))
+    exit_code = attempt.get("exit_code")
+    if this_run is not None:
+        last_run, exit_code = this_run.started.timestamp(), this_run.exit_code
+    values: dict[str, float | None] = {
+        "last_run_timestamp_seconds": last_run,
+        "last_success_timestamp_seconds": _seconds(success.get("started_at")),
+        "last_exit_code": float(exit_code) if isinstance(exit_code, int) else None,
+        "events_emitted": _number(attempt.get("events_emitted")),
+        "requests": _number(attempt.get("requests")),
+        "rate_limit_remaining": _number(attempt.get("rate_limit_remaining")),
+        "closed_through_timestamp_seconds": _day_end(state.closed_through),
+        "consecutive_failures": float(state.backoff.failures if state.backoff else 0),
+    }
+    return Sample(enterprise, filters, values)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(samples: list[Sample]) -> str:
+    """The text format: # HELP and # TYPE per metric, then one line per partition."""
+    lines = []
+    for name, help_text in METRICS:
+        lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} gauge"]
+        for sample in samples:
+            value = sample.values.get(name)
+            if value is None:
+                continue
+            labels = f'enterprise="{_label(sample.enterprise)}"'
+            if sample.filters:
+                labels += f',filters="{_label(sample.filters)}"'
+            lines.append(f"{PREFIX}{name}{{{labels}}} {value:.17g}")
+    return "\n".join(lines) + "\n"
+
+
+def collect(state_dir: Path, this_run: Mapping[str, RunMark]) -> list[Sample]:
+    """Every poll partition of the state dir, and those this run failed before it had a
+    state; `this_run` is keyed by state file name."""
+    samples = []
+    seen = set()
+    paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
+    for path in paths:
+        if path.name.startswith("backfill-"):
+            continue
+        try:
+            raw = read_private(path, state_dir)
+            if raw is None:
+                continue
+            state = parse_state(path, raw)
+        except AuditTrailError:
+            continue  # a corrupt state is reported by its own run, not by the metrics
+        samples.append(sample_of(state, this_run.get(path.name)))
+        seen.add(path.name)
+    for name, mark in sorted(this_run.items()):
+        if name not in seen:  # e.g. a first run refused with 77 or 78
+            enterprise, filters = _names(mark.partition)
+            values: dict[str, float | None] = {
+                "last_run_timestamp_seconds": mark.started.timestamp(),
+                "last_exit_code": float(mark.exit_code),
+            }
+            samples.append(Sample(enterprise, filters, values))
+    return samples
+
+
+def write_metrics(path: Path, text: str) -> None:
+    """Replace `path` atomically (temp file + rename in its directory), world-readable as
+    node_exporter's textfile collector needs."""
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".prom", dir=path.parent)
+        with os.fdopen(fd, "w") as tmp:
+            tmp.write(text)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as error:
+        raise StateWriteError(f"cannot write metrics file {path}: {error.strerror}") from None
+    finally:
+        if tmp_name is not None:
+            os.unlink(tmp_name)

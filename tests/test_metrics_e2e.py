@@ -1,0 +1,75 @@
+"""--metrics-file, read back with prometheus_client's own parser of the text format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from heroku_audit_trail.simulator import Simulator
+
+from .conftest import Cli
+
+PREFIX = "heroku_audit_trail_"
+
+
+def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    families = list(text_string_to_metric_families(path.read_text()))
+    assert all(family.type == "gauge" and family.documentation for family in families)
+    for family in families:
+        for sample in family.samples:
+            found[(sample.name.removeprefix(PREFIX), tuple(sorted(sample.labels.items())))] = (
+                sample.value
+            )
+    return found
+
+
+def test_metrics_after_a_good_a_failed_and_a_skipped_run(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "textfile" / "heroku_audit_trail.prom"
+    metrics.parent.mkdir()
+    env = {"HEROKU_AUDIT_METRICS_FILE": str(metrics)}
+    acme = (("enterprise", "acme"),)
+    apps = (("enterprise", "acme"), ("filters", "type=app"))
+
+    good = cli.run("poll", env=env)
+    assert good.code == 0
+    assert cli.run("poll", "--type", "app", env=env).code == 0
+    after_good = samples(metrics)
+    assert after_good[("last_exit_code", acme)] == 0
+    assert after_good[("events_emitted", acme)] == len(good.ids)
+    assert after_good[("requests", acme)] >= 2
+    assert after_good[("consecutive_failures", acme)] == 0
+    assert after_good[("last_success_timestamp_seconds", acme)] > 0
+    assert after_good[("closed_through_timestamp_seconds", acme)] > 0
+    assert ("last_exit_code", apps) in after_good  # every partition of the state dir
+
+    sim.faults.error_rate = 1.0
+    failed = cli.run("poll", "--max-runtime", "2", env=env)
+    assert failed.code == 69
+    after_failure = samples(metrics)
+    assert after_failure[("last_exit_code", acme)] == 69
+    assert after_failure[("consecutive_failures", acme)] == 1
+    success = ("last_success_timestamp_seconds", acme)
+    assert after_failure[success] == after_good[success]
+    assert after_failure[("last_exit_code", apps)] == 0  # the other partition keeps its own
+
+    backing_off = {**env, "HEROKU_AUDIT_MIN_INTERVAL": "60"}
+    skipped = cli.run("poll", env=backing_off)
+    assert skipped.code == 0 and skipped.stdout == b""
+    after_skip = samples(metrics)
+    assert after_skip[("last_exit_code", acme)] == 0
+    assert (
+        after_skip[("last_run_timestamp_seconds", acme)]
+        > after_failure[("last_run_timestamp_seconds", acme)]
+    )
+    assert after_skip[("consecutive_failures", acme)] == 1
+
+
+def test_a_first_run_refused_still_has_its_exit_code(cli: Cli, tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.prom"
+    run = cli.run("poll", env={"HEROKU_AUDIT_METRICS_FILE": str(metrics), "HEROKU_API_KEY": ""})
+    assert run.code == 78
+    assert samples(metrics)[("last_exit_code", (("enterprise", "acme"),))] == 78
