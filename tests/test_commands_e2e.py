@@ -274,3 +274,16 @@ def test_state_list_shows_partitions_with_their_backoff(cli: Cli, sim: Simulator
     assert by_filters["{'type': 'app'}"]["backoff"] is None
     text = cli.run("state", "list", env={"HEROKU_ENTERPRISE": ""}).stdout.decode()
     assert "backing off after 1 failure" in text and "acme [type=app]" in text
+
+
+def test_check_fails_when_poll_could_not_keep_its_cursor(cli: Cli, tmp_path: Path) -> None:
+    """A service user with no writable home got "OK" and then a failing poll."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    run = cli.run("check", "--json", env={"HEROKU_AUDIT_STATE_DIR": str(blocker / "state")})
+    assert run.code == 73
+    report = orjson.loads(run.stdout)
+    assert report["ok"] is False and report["steps"][1]["name"] == "state"
+    assert "state directory" in report["steps"][1]["detail"]
+    good = cli.run("check")
+    assert good.code == 0 and "is writable" in good.stdout.decode()

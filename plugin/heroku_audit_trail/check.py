@@ -12,7 +12,8 @@ import orjson
 
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError
+from heroku_audit_trail.cursor import Partition, StateStore, remove_file, write_atomic
+from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockHeldError
 from heroku_audit_trail.logs import log
 
 
@@ -23,12 +24,34 @@ class Step:
     detail: str
 
 
+def state_step(settings: Settings, enterprise: str) -> tuple[int, Step]:
+    """Can poll keep its cursor? The state dir is created if need be, a file written and
+    removed in it, the partition's lock taken, and its state file (if any) read."""
+    store = StateStore(settings.state_dir, Partition(enterprise, settings.filters))
+    probe = settings.state_dir / ".check-probe"
+    try:
+        store.ensure_dir()
+        write_atomic(probe, b"probe\n")
+        remove_file(probe)
+        with store.lock():
+            store.load()
+    except LockHeldError:
+        return EX_OK, Step("state", "warn", f"a poll holds the lock in {settings.state_dir} now")
+    except AuditTrailError as error:
+        return error.exit_code, Step("state", "fail", str(error))
+    return EX_OK, Step("state", "ok", f"state directory {settings.state_dir} is writable")
+
+
 def diagnose(
     settings: Settings, client: HerokuClient, enterprise: str
 ) -> tuple[int, list[Step], dict[str, Any]]:
     """The steps for one enterprise account, and the exit code that poll would have."""
     steps: list[Step] = []
-    facts: dict[str, Any] = {"enterprise": enterprise}
+    facts: dict[str, Any] = {"enterprise": enterprise, "state_dir": str(settings.state_dir)}
+    state_code, step = state_step(settings, enterprise)
+    steps.append(step)
+    if state_code:
+        return state_code, steps, facts
     try:
         account = client.enterprise_account(enterprise)
     except AuditTrailError as error:
