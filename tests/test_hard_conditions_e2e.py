@@ -275,3 +275,39 @@ def test_netrc_credentials_never_replace_the_token(cli: Cli, sim: Simulator) -> 
     netrc.chmod(0o600)
     run = cli.run("poll")
     assert run.code == 0, run.stderr
+
+
+@pytest.fixture
+def malformed_header_server() -> Iterator[str]:
+    """Answers every request with a header line that is not a header: urllib3 warns."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+                body = b'{"id": "acct", "name": "acme"}'
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b": no name\r\nConnection: close\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_a_library_warning_is_a_json_line_too(cli: Cli, malformed_header_server: str) -> None:
+    run = cli.run("poll", "--max-runtime", "3", env={"HEROKU_API_URL": malformed_header_server})
+    # Cli.run asserts every stderr line is one of our JSON lines; urllib3 did speak:
+    assert any(log.get("origin", "").startswith("urllib3") for log in run.logs), run.stderr

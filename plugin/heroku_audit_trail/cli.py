@@ -29,7 +29,7 @@ from heroku_audit_trail.errors import (
     ConfigError,
     OutputClosedError,
 )
-from heroku_audit_trail.logs import log
+from heroku_audit_trail.logs import capture_library_logs, log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller, due_enterprises, utc_now
 from heroku_audit_trail.window import parse_day
@@ -425,6 +425,7 @@ def run() -> NoReturn:
     SIGINT is ignored: the run's work is saved, and Python's shutdown restores the default
     handlers, so a signal arriving now would turn a clean exit into "killed by signal"."""
     reserve_standard_fds()
+    capture_library_logs(log)  # the process's own: not for main() called in-process by tests
     code = main()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -74,3 +75,28 @@ class Log:
 
 
 log = Log()
+
+
+class _Forward(logging.Handler):
+    """Library log records (urllib3's, requests') become lines of ours: JSON for a shipper,
+    masked like ours, never the plain text of logging's last-resort handler."""
+
+    def __init__(self, target: Log) -> None:
+        super().__init__(logging.WARNING)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string must not stop a run
+            message = str(record.msg)
+        level = "error" if record.levelno >= logging.ERROR else "warning"
+        self.target._emit(level, message, {"origin": record.name})
+
+
+def capture_library_logs(target: Log) -> None:
+    """Route the logging module and Python warnings (e.g. urllib3's) through `target`."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, _Forward) for handler in root.handlers):
+        root.addHandler(_Forward(target))
+    logging.captureWarnings(True)  # warnings.warn → the "py.warnings" logger → _Forward
