@@ -36,8 +36,11 @@ def poll_env(sim: Simulator, home: Path) -> dict[str, str]:
 
 
 def check_poll(command: list[str], tmp_path: Path, extra_env: dict[str, str]) -> None:
+    """`check`, then `poll`, from the installed or built command, against the simulator."""
     with Simulator(SimulatorConfig(seed=9, events_per_day=25, history_days=1)) as sim:
         env = {**poll_env(sim, tmp_path), **extra_env}
+        checked = subprocess.run([*command, "check"], env=env, capture_output=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr.decode()
         done = subprocess.run([*command, "poll"], env=env, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr.decode()
         ids = {orjson.loads(line)["event"]["id"] for line in done.stdout.splitlines()}
@@ -197,10 +200,6 @@ def test_deb_installs_with_apt_runs_and_purges(tmp_path: Path) -> None:
         installed = ["/usr/bin/heroku-audit-trail"]
         version = subprocess.run([*installed, "--version"], capture_output=True, check=True)
         assert version.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
-        with Simulator(SimulatorConfig(seed=9, events_per_day=25, history_days=1)) as sim:
-            env = poll_env(sim, tmp_path)
-            checked = subprocess.run([*installed, "check"], env=env, capture_output=True)
-            assert checked.returncode == 0, checked.stderr.decode()
         check_poll(installed, tmp_path, {})
     finally:
         subprocess.run(["apt-get", "purge", "-y", "-qq", "heroku-audit-trail"], env=apt, check=True)
