@@ -49,15 +49,21 @@ def test_check_rate_limit_floor(cli: Cli, sim: Simulator) -> None:
 
 
 def test_state_show_and_reset(cli: Cli) -> None:
-    empty = orjson.loads(cli.run("state", "show").stdout)
-    assert empty["closed_through"] is None and empty["open_days"] == {}
+    never = cli.run("state", "show")
+    assert never.code == 78 and "has not been polled" in never.stderr
     cli.run("poll")
-    shown = orjson.loads(cli.run("state", "show").stdout)
+    summary = cli.run("state", "show").stdout.decode()
+    assert "closed through: " + str(utc_today() - timedelta(days=2)) in summary
+    assert "ids printed" in summary
+    shown = orjson.loads(cli.run("state", "show", "--json").stdout)
     assert shown["version"] == 1 and shown["account"]["name"] == "acme"
     assert shown["closed_through"] == str(utc_today() - timedelta(days=2))
     assert set(shown["open_days"]) == {str(utc_today() - timedelta(days=1)), str(utc_today())}
     refused = cli.run("state", "reset")
     assert refused.code == 64 and cli.state_bytes()
+    assert cli.run("poll", "--type", "app").code == 0
+    assert cli.run("state", "reset", "--yes", "--type", "app").code == 0  # a filtered one
+    assert len(cli.state_bytes()) == 1
     assert cli.run("state", "reset", "--yes").code == 0
     assert cli.state_bytes() == {}
 

@@ -190,7 +190,10 @@ def build_parser() -> Parser:
         "list", parents=[common], help="every poll cursor and backfill in progress"
     )
     listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
-    state_commands.add_parser("show", parents=[common], help="print the cursor as JSON")
+    show = state_commands.add_parser(
+        "show", parents=[common], help="a partition's cursor: a summary, or --json the document"
+    )
+    show.add_argument("--json", action="store_true", help="the state document as JSON")
     reset = state_commands.add_parser("reset", parents=[common], help="remove the cursor")
     reset.add_argument("-y", "--yes", action="store_true", help="confirm the reset")
     # Listed for --help; main() hands `simulate` its own parser (see simulate_parser).
@@ -353,7 +356,12 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
         )
     from heroku_audit_trail.state_cmd import run_state
 
-    return run_state(settings, args.state_command, confirmed=getattr(args, "yes", False))
+    return run_state(
+        settings,
+        args.state_command,
+        confirmed=getattr(args, "yes", False),
+        as_json=getattr(args, "json", False),
+    )
 
 
 def _silence_stdout() -> None:

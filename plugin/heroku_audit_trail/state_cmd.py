@@ -10,24 +10,24 @@ from typing import Any
 import orjson
 
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.cursor import Partition, State, StateStore, parse_state, read_private
-from heroku_audit_trail.errors import EX_OK, AuditTrailError, MalformedDataError, UsageError
+from heroku_audit_trail.cursor import Partition, StateStore, parse_state, read_private
+from heroku_audit_trail.errors import (
+    EX_OK,
+    AuditTrailError,
+    ConfigError,
+    MalformedDataError,
+    UsageError,
+)
 from heroku_audit_trail.logs import log
 
 
-def run_state(settings: Settings, action: str, confirmed: bool) -> int:
+def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool = False) -> int:
     stores = [
         StateStore(settings.state_dir, Partition(enterprise, settings.filters))
         for enterprise in settings.enterprises
     ]
     if action == "show":
-        # The state file's own document; an empty cursor when there is none yet.
-        for store in stores:
-            state = store.load() or State(partition=store.partition.as_dict())
-            log.info("state file", enterprise=store.partition.enterprise, path=str(store.path))
-            sys.stdout.buffer.write(orjson.dumps(state.to_json(), option=orjson.OPT_APPEND_NEWLINE))
-        sys.stdout.flush()
-        return EX_OK
+        return show(stores, as_json)
     if not confirmed:
         raise UsageError(
             "state reset removes the cursor, so the next poll re-reads the lookback window "
@@ -44,6 +44,40 @@ def run_state(settings: Settings, action: str, confirmed: bool) -> int:
             enterprise=store.partition.enterprise,
             path=str(store.path),
         )
+    return EX_OK
+
+
+def show(stores: list[StateStore], as_json: bool) -> int:
+    """A readable summary of each partition's cursor (ids counted, not listed), or with
+    --json the state document itself. A partition never polled here is exit 78."""
+    for store in stores:
+        state = store.load()
+        if state is None:
+            filters = ",".join(f"{k}={v}" for k, v in store.partition.filters)
+            raise ConfigError(
+                f"no state for {store.partition.enterprise}{f' [{filters}]' if filters else ''} "
+                f"in {store.state_dir}: it has not been polled with this state dir and these "
+                "filters ('heroku-audit-trail state list' shows what there is)"
+            )
+        if as_json:
+            sys.stdout.buffer.write(orjson.dumps(state.to_json(), option=orjson.OPT_APPEND_NEWLINE))
+            continue
+        row = describe(store.path, store.state_dir)
+        account = state.account or {}
+        lines = [
+            f"{row['enterprise']}" + (f" {row['filters']}" if row["filters"] else ""),
+            f"  account:        {account.get('name')} ({account.get('id')})",
+            f"  closed through: {row['closed_through']}",
+            f"  last success:   {row['last_success']}",
+            f"  backoff:        {row['backoff'] or 'none'}",
+            f"  file:           {store.path}",
+        ]
+        for day, kept in sorted(state.open_days.items()):
+            more = f", pass under way at {kept.next_range}" if kept.next_range else ""
+            etag = ", ETag kept" if kept.etag else ""
+            lines.append(f"  open {day}:  {len(kept.seen)} ids printed{etag}{more}")
+        sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
     return EX_OK
 
 
