@@ -100,3 +100,44 @@ def test_simulate_on_a_busy_port_names_it_and_exits_78(capfd: pytest.CaptureFixt
         code = cli.main(["simulate", "--port", str(port)], env={})
     assert code == 78
     assert f"127.0.0.1:{port}" in capfd.readouterr().err
+
+
+def test_help_teaches_and_flags_belong_to_their_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["poll", "--help"], env={})
+    poll_help = capsys.readouterr().out
+    for words in ("HEROKU_AUDIT_MIN_INTERVAL", "default 60", "examples:", "--metrics-file"):
+        assert words in poll_help
+    assert "heroku-audit-trail" in poll_help and "state" in poll_help  # the real state dir
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--help"], env={})
+    check_help = capsys.readouterr().out
+    assert "--min-interval" not in check_help and "--format" not in check_help
+    for misplaced in (["check", "--format", "heroku"], ["state", "list", "--min-interval", "5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(misplaced, env={})
+        assert exit_info.value.code == 64
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (["pol"], "did you mean poll?"),
+        (["poll", "--enterprize", "x"], "did you mean --enterprise?"),
+    ],
+)
+def test_a_misspelt_command_or_flag_says_did_you_mean(
+    argv: list[str], suggestion: str, stderr: io.StringIO
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv, env={})
+    assert exit_info.value.code == 64
+    assert suggestion in stderr.getvalue()
+
+
+def test_bare_command_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([], env={}) == 64
+    listing = capsys.readouterr().err
+    assert all(name in listing for name in ("poll", "check", "backfill", "state", "demo"))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from heroku_audit_trail import __version__
 from heroku_audit_trail.config import (
@@ -55,11 +58,37 @@ $CREDENTIALS_DIRECTORY/heroku-api-key or ~/.netrc, never from the command line.
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit 64 (sysexits EX_USAGE)."""
+    """argparse, but a usage error is one line, says "did you mean", and exits 64."""
 
     def error(self, message: str) -> NoReturn:
-        log.error(f"usage: {self.prog}: {message} (see --help)", exit_code=EX_USAGE)
+        hint = self._did_you_mean(message)
+        log.error(f"usage: {self.prog}: {message}{hint} (see --help)", exit_code=EX_USAGE)
         sys.exit(EX_USAGE)
+
+    def _did_you_mean(self, message: str) -> str:
+        known = _words(self)
+        words = re.findall(
+            r"(?:argument COMMAND: invalid choice: |unrecognized arguments: )'?"
+            r"([^' ]+)",
+            message,
+        )
+        for word in words:
+            close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
+
+
+def _words(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option and command name of `parser` and of its subcommands."""
+    known: list[str] = []
+    for action in parser._actions:
+        known += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            known += list(action.choices)
+            for child in action.choices.values():
+                known += _words(child)
+    return known
 
 
 Number = TypeVar("Number", int, float)
@@ -98,108 +127,229 @@ def day_argument(text: str) -> date:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def build_parser() -> Parser:
-    common = Parser(add_help=False)
-    common.add_argument(
+def _parent() -> Parser:
+    return Parser(add_help=False, formatter_class=HelpFormatter)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; help lines wide enough to read."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
+def account_flags() -> Parser:
+    """Which account, where its state lives, how logs look: every command that reads the API."""
+    flags = _parent()
+    group = flags.add_argument_group("account and state")
+    group.add_argument(
         "--enterprise",
         action="append",
         metavar="NAME_OR_ID",
-        help="enterprise account (repeatable; env HEROKU_ENTERPRISE, comma-separated)",
+        help="enterprise account, by name or id; repeat for several, one cursor each "
+        "(env HEROKU_ENTERPRISE, comma-separated; required)",
     )
-    common.add_argument("--api-url", help=f"env HEROKU_API_URL (default {DEFAULT_API_URL})")
-    common.add_argument(
-        "--state-dir", help="env HEROKU_AUDIT_STATE_DIR (default: the user state dir)"
+    group.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"where cursors are kept (env HEROKU_AUDIT_STATE_DIR; default {default_state_dir()})",
     )
-    common.add_argument(
-        "--token-file", metavar="PATH", help="file holding the token (env HEROKU_API_KEY_FILE)"
+    group.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="stderr as text or JSON lines (env HEROKU_AUDIT_LOG_FORMAT; default text on a "
+        "terminal, json otherwise)",
     )
-    common.add_argument(
-        "--log-format", choices=["text", "json"], help="env HEROKU_AUDIT_LOG_FORMAT"
+    return flags
+
+
+def api_flags() -> Parser:
+    flags = _parent()
+    group = flags.add_argument_group("the Heroku API")
+    group.add_argument(
+        "--api-url",
+        metavar="URL",
+        help=f"(env HEROKU_API_URL; default {DEFAULT_API_URL}; http:// only to this host)",
     )
-    common.add_argument(
-        "--max-runtime",
-        type=_number(float, 1.0),
-        metavar="SECONDS",
-        help="stop (exit 75) after this long; env HEROKU_AUDIT_MAX_RUNTIME (poll default 50)",
+    group.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the token (env HEROKU_API_KEY_FILE; else HEROKU_API_KEY, "
+        "HEROKU_API_TOKEN, $CREDENTIALS_DIRECTORY/heroku-api-key, ~/.netrc)",
     )
-    common.add_argument(
+    group.add_argument(
         "--rate-limit-floor",
         type=_number(int, 0),
         metavar="N",
-        help="stop when RateLimit-Remaining is under N; env HEROKU_AUDIT_RATE_LIMIT_FLOOR (500)",
+        help="stop (exit 75) when RateLimit-Remaining is under N, leaving the account's "
+        "other automation its quota (env HEROKU_AUDIT_RATE_LIMIT_FLOOR; default 500)",
     )
-    common.add_argument("--type", dest="event_type", help="only events of this type (e.g. app)")
-    common.add_argument("--action", help="only events with this action (e.g. create)")
-    common.add_argument("--actor", help="only events by this user email")
-    common.add_argument("--format", choices=["ecs", "heroku"], default="ecs", dest="output_format")
-    common.add_argument(
-        "--include-original", action="store_true", help="add event.original (the source JSON)"
+    group.add_argument(
+        "--max-runtime",
+        type=_number(float, 1.0),
+        metavar="SECONDS",
+        help="stop (exit 75) after this long, keeping what was printed "
+        "(env HEROKU_AUDIT_MAX_RUNTIME; default 50 for poll, none for backfill)",
     )
-    common.add_argument(
+    return flags
+
+
+def filter_flags() -> Parser:
+    flags = _parent()
+    group = flags.add_argument_group(
+        "filters (sent to the API; a filtered poll has its own cursor)"
+    )
+    group.add_argument("--type", dest="event_type", metavar="TYPE", help="e.g. app, collaborator")
+    group.add_argument("--action", metavar="ACTION", help="e.g. create, destroy")
+    group.add_argument("--actor", metavar="EMAIL", help="the acting user's email")
+    return flags
+
+
+def output_flags() -> Parser:
+    flags = _parent()
+    group = flags.add_argument_group("output")
+    group.add_argument(
+        "--format",
+        choices=["ecs", "heroku"],
+        default="ecs",
+        dest="output_format",
+        help="ECS JSON lines, or the API's objects as sent (default ecs)",
+    )
+    group.add_argument(
+        "--include-original", action="store_true", help="add event.original, the source JSON"
+    )
+    return flags
+
+
+def poll_flags() -> Parser:
+    flags = _parent()
+    group = flags.add_argument_group("scheduling")
+    group.add_argument(
         "--lookback-days",
         type=_number(int, 0),
         metavar="N",
-        help="days before today read again for late events; env HEROKU_AUDIT_LOOKBACK_DAYS (1)",
+        help="days before today read again for late events (env HEROKU_AUDIT_LOOKBACK_DAYS; "
+        "default 1)",
     )
-    common.add_argument(
-        "--metrics-file",
-        metavar="PATH",
-        help="after every poll, write Prometheus text metrics here (node_exporter's textfile "
-        "collector); env HEROKU_AUDIT_METRICS_FILE",
-    )
-    common.add_argument(
+    group.add_argument(
         "--min-interval",
         type=_number(float, 0.0),
         metavar="SECONDS",
-        help="skip a run this soon after the last one; env HEROKU_AUDIT_MIN_INTERVAL (60)",
+        help="exit 0 at once if the last success started sooner than this; also the base of "
+        "the failure backoff (env HEROKU_AUDIT_MIN_INTERVAL; default 60; 0 turns both off)",
     )
+    group.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write Prometheus text metrics here after every run, for node_exporter's "
+        "textfile collector (env HEROKU_AUDIT_METRICS_FILE; default none)",
+    )
+    return flags
 
+
+COMMAND_HELP: dict[str, tuple[str, str]] = {
+    "poll": (
+        "Print the audit-trail events that are new since the last run, one ECS JSON object "
+        "per line, then save the cursor. This is what a shipper's exec input runs.",
+        "examples:\n"
+        "  heroku-audit-trail poll --enterprise acme\n"
+        "  HEROKU_AUDIT_STATE_DIR=/var/lib/heroku-audit-trail heroku-audit-trail poll\n"
+        "  heroku-audit-trail poll --type collaborator    # only collaborator events\n",
+    ),
+    "check": (
+        "Walk the troubleshooting steps: state directory, token, enterprise account, "
+        "permission, today's events, rate limit. Exit 0 only when poll would work.",
+        "examples:\n  heroku-audit-trail check\n  heroku-audit-trail check --json | jq .steps\n",
+    ),
+    "backfill": (
+        "Print the events of past days, day by day, through the events API or the monthly "
+        "archives. Resumable: run the same command again after any stop. Never moves the "
+        "poll cursor.",
+        "examples:\n"
+        "  heroku-audit-trail backfill --since 90d > history.jsonl\n"
+        "  heroku-audit-trail backfill --since 2026-01-01 --until 2026-06-30 --archives\n",
+    ),
+    "state": (
+        "What the state directory holds: list every cursor, show one, or reset one.",
+        "examples:\n  heroku-audit-trail state list\n  heroku-audit-trail state show --json\n",
+    ),
+    "simulate": ("Run a local Heroku API simulator in the foreground.", ""),
+    "demo": (
+        "Start a simulator in-process, poll it into a temporary state directory and print "
+        "its events: the quickest look at the output.",
+        "example:\n  heroku-audit-trail demo | head -3\n",
+    ),
+}
+
+
+def build_parser() -> Parser:
+    account, api, filters, output, schedule = (
+        account_flags(),
+        api_flags(),
+        filter_flags(),
+        output_flags(),
+        poll_flags(),
+    )
     parser = Parser(
         prog="heroku-audit-trail",
         description="Print the Heroku Enterprise audit trail as ECS JSON lines, "
         "for Vector's and Fluent Bit's exec inputs.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("poll", parents=[common], help="print new events, then save the cursor")
-    check = commands.add_parser(
-        "check", parents=[common], help="diagnose token, account and permission"
-    )
-    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    backfill = commands.add_parser(
-        "backfill", parents=[common], help="print the events of past days"
-    )
-    backfill.add_argument(
+
+    def command(name: str, summary: str, parents: list[Parser], **extra: Any) -> Parser:
+        description, epilog = COMMAND_HELP[name]
+        added: Parser = commands.add_parser(
+            name,
+            parents=parents,
+            help=summary,
+            description=textwrap.fill(description, 96),
+            epilog=epilog,
+            formatter_class=HelpFormatter,
+            **extra,
+        )
+        return added
+
+    reading = [account, api, filters]
+    command("poll", "print new events, then save the cursor", [*reading, output, schedule])
+    check = command("check", "diagnose state dir, token, account and permission", reading)
+    check.add_argument("--json", action="store_true", help="one JSON object per account on stdout")
+    backfill = command("backfill", "print the events of past days", [*reading, output])
+    days = backfill.add_argument_group("range")
+    days.add_argument(
         "--since",
         required=True,
         type=day_argument,
         metavar="DAY",
         help="first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC)",
     )
-    backfill.add_argument(
+    days.add_argument(
         "--until", type=day_argument, metavar="DAY", help="last day, inclusive (default yesterday)"
     )
-    backfill.add_argument(
+    days.add_argument(
         "--archives", action="store_true", help="read the monthly archives (SHA-256 checked)"
     )
-    state = commands.add_parser("state", help="list, show or reset the cursors")
+    state = command("state", "list, show or reset the cursors", [])
     state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
     listing = state_commands.add_parser(
-        "list", parents=[common], help="every poll cursor and backfill in progress"
+        "list", parents=[account], help="every poll cursor and backfill in progress"
     )
     listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
     show = state_commands.add_parser(
-        "show", parents=[common], help="a partition's cursor: a summary, or --json the document"
+        "show", parents=[account, filters], help="a partition's cursor: a summary, or --json"
     )
     show.add_argument("--json", action="store_true", help="the state document as JSON")
-    reset = state_commands.add_parser("reset", parents=[common], help="remove the cursor")
+    reset = state_commands.add_parser(
+        "reset", parents=[account, filters], help="remove a partition's cursor"
+    )
     reset.add_argument("-y", "--yes", action="store_true", help="confirm the reset")
     # Listed for --help; main() hands `simulate` its own parser (see simulate_parser).
-    commands.add_parser("simulate", help="run a local Heroku API simulator", add_help=False)
-    demo = commands.add_parser("demo", help="poll a built-in simulator and print its events")
-    demo.add_argument("--seed", type=int, default=1)
+    command("simulate", "run a local Heroku API simulator", [], add_help=False)
+    demo = command("demo", "poll a built-in simulator and print its events", [])
+    demo.add_argument("--seed", type=int, default=1, help="same seed, same events (default 1)")
     return parser
 
 
@@ -209,20 +359,28 @@ def simulate_parser() -> Parser:
     parser = Parser(
         prog="heroku-audit-trail simulate",
         description="A local Heroku Platform API for trying shipper configs without an account.",
+        epilog=f"It accepts the token {simulator.DEMO_TOKEN} (set HEROKU_API_KEY to it);\n"
+        f"{simulator.NO_ACCESS_TOKEN} is a valid token without access (403).\n"
+        "example:\n  heroku-audit-trail simulate --port 8765 --events-per-day 200 --error-rate 0.1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     simulator.add_arguments(parser)
     return parser
 
 
 def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    api_url = validate_api_url(args.api_url or env.get("HEROKU_API_URL") or DEFAULT_API_URL)
-    state_dir = args.state_dir or env.get("HEROKU_AUDIT_STATE_DIR")
+    def flag(name: str, default: Any = None) -> Any:
+        """A flag's value, or `default` for a command that does not have that flag."""
+        return getattr(args, name, default)
+
+    api_url = validate_api_url(flag("api_url") or env.get("HEROKU_API_URL") or DEFAULT_API_URL)
+    state_dir = flag("state_dir") or env.get("HEROKU_AUDIT_STATE_DIR")
     filters = tuple(
         (name, value)
         for name, value in (
-            ("action", args.action),
-            ("actor", args.actor),
-            ("type", args.event_type),
+            ("action", flag("action")),
+            ("actor", flag("actor")),
+            ("type", flag("event_type")),
         )
         if value
     )
@@ -232,22 +390,22 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         value = flag if flag is not None else _env_number(env, name, type(default), low)
         return default if value is None else value
 
-    metrics = args.metrics_file or env.get("HEROKU_AUDIT_METRICS_FILE")
-    max_runtime = args.max_runtime
+    metrics = flag("metrics_file") or env.get("HEROKU_AUDIT_METRICS_FILE")
+    max_runtime = flag("max_runtime")
     if max_runtime is None and args.command != "backfill":  # backfill: no deadline unless asked
         max_runtime = pick(None, "HEROKU_AUDIT_MAX_RUNTIME", 1.0, 50.0)
     return Settings(
         enterprises=parse_enterprises(args.enterprise, env),
         api_url=api_url,
         state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
-        lookback_days=pick(args.lookback_days, "HEROKU_AUDIT_LOOKBACK_DAYS", 0, 1),
-        min_interval=pick(args.min_interval, "HEROKU_AUDIT_MIN_INTERVAL", 0.0, 60.0),
+        lookback_days=pick(flag("lookback_days"), "HEROKU_AUDIT_LOOKBACK_DAYS", 0, 1),
+        min_interval=pick(flag("min_interval"), "HEROKU_AUDIT_MIN_INTERVAL", 0.0, 60.0),
         filters=filters,
-        output_format=args.output_format,
-        include_original=args.include_original,
-        rate_limit_floor=pick(args.rate_limit_floor, "HEROKU_AUDIT_RATE_LIMIT_FLOOR", 0, 500),
+        output_format=flag("output_format", "ecs"),
+        include_original=flag("include_original", False),
+        rate_limit_floor=pick(flag("rate_limit_floor"), "HEROKU_AUDIT_RATE_LIMIT_FLOOR", 0, 500),
         max_runtime=max_runtime,
-        token_file=args.token_file,
+        token_file=flag("token_file"),
         metrics_file=Path(metrics).expanduser() if metrics else None,
     )
 
@@ -406,8 +564,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         args = build_parser().parse_args(arguments)
         if getattr(args, "log_format", None):
             log.log_format = args.log_format
-        if args.command is None:
-            build_parser().print_usage(sys.stderr)
+        if args.command is None:  # bare: the command list, as a reminder
+            build_parser().print_help(sys.stderr)
             return EX_USAGE
         code = dispatch(args, env, guard)
         guard.settle()
