@@ -293,3 +293,22 @@ def test_check_fails_when_poll_could_not_keep_its_cursor(cli: Cli, tmp_path: Pat
     assert "state directory" in report["steps"][1]["detail"]
     good = cli.run("check")
     assert good.code == 0 and "is writable" in good.stdout.decode()
+
+
+def test_usage_rough_edges(cli: Cli, sim: Simulator) -> None:
+    both = cli.run("check", "--json", "--enterprise", "acme", "--enterprise", "nope")
+    document = orjson.loads(both.stdout)  # one JSON document, not one per account
+    assert both.code == 78 and document["ok"] is False and len(document["accounts"]) == 2
+    refused = cli.run("poll", "--format", "heroku", "--include-original")
+    assert refused.code == 64 and "one or the other" in refused.stderr
+    typo = cli.run("poll", "--type", "apps")
+    assert typo.code == 0 and "not a documented" in typo.stderr
+    denied = cli.run("poll", env={"HEROKU_API_KEY": "HRKU-wrong-token-0000000000000000000000"})
+    assert denied.code == 77 and "poll summary" not in denied.stderr  # no summary of nothing
+
+
+def test_the_same_account_by_name_and_by_id_is_read_once(cli: Cli, sim: Simulator) -> None:
+    run = cli.run("poll", "--enterprise", "acme", "--enterprise", sim.config.enterprise_id)
+    assert run.code == 0, run.stderr
+    assert len(run.ids) == len(set(run.ids))
+    assert "read under another name or id" in run.stderr

@@ -110,36 +110,54 @@ def diagnose(
     return EX_OK, steps, facts
 
 
-def report(
-    enterprise: str, code: int, steps: list[Step], facts: dict[str, Any], as_json: bool
-) -> None:
-    if as_json:
-        record = {"ok": code == EX_OK, "exit_code": code, **facts}
-        record["steps"] = [asdict(step) for step in steps]
-        sys.stdout.buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-    else:
-        lines = [f"{enterprise}: {'OK, polling will work' if code == EX_OK else 'FAILED'}"]
-        lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
-        sys.stdout.write("\n".join(lines) + "\n")
+def record_of(code: int, steps: list[Step], facts: dict[str, Any]) -> dict[str, Any]:
+    record = {"ok": code == EX_OK, "exit_code": code, **facts}
+    record["steps"] = [asdict(step) for step in steps]
+    return record
+
+
+def report(enterprise: str, code: int, steps: list[Step]) -> None:
+    """The steps for a person, on stdout; the failure on stderr too, where shippers look,
+    unless both are the same terminal (a person would read it twice)."""
+    lines = [f"{enterprise}: {'OK, polling will work' if code == EX_OK else 'FAILED'}"]
+    lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
+    sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+    log_failure(enterprise, code, steps, same_terminal=sys.stdout.isatty() and sys.stderr.isatty())
+
+
+def log_failure(enterprise: str, code: int, steps: list[Step], same_terminal: bool) -> None:
     failed = [step for step in steps if step.status == "fail"]
-    if failed:  # every non-zero exit says why on stderr too, where shippers look
+    if failed and not same_terminal:
         log.error(failed[0].detail, enterprise=enterprise, check=failed[0].name, exit_code=code)
 
 
 def run_check(settings: Settings, make_client: Callable[[], HerokuClient], as_json: bool) -> int:
-    """Diagnose each enterprise account; the token's absence is a failed step, too."""
+    """Diagnose each enterprise account; the token's absence is a failed step, too. With
+    --json, one document: the account's record, or for several {ok, exit_code, accounts}."""
+    results: list[tuple[str, int, list[Step], dict[str, Any]]] = []
     try:
         client = make_client()
     except AuditTrailError as error:
         for enterprise in settings.enterprises:
             step = Step("token", "fail", str(error))
-            report(enterprise, error.exit_code, [step], {"enterprise": enterprise}, as_json)
-        return error.exit_code
-    first_failure = EX_OK
-    for enterprise in settings.enterprises:
-        code, steps, facts = diagnose(settings, client, enterprise)
-        steps.insert(0, Step("token", "ok", f"read from {client.token_source}"))
-        first_failure = first_failure or code
-        report(enterprise, code, steps, facts, as_json)
+            results.append((enterprise, error.exit_code, [step], {"enterprise": enterprise}))
+    else:
+        for enterprise in settings.enterprises:
+            code, steps, facts = diagnose(settings, client, enterprise)
+            steps.insert(0, Step("token", "ok", f"read from {client.token_source}"))
+            results.append((enterprise, code, steps, facts))
+    first_failure = next((code for _, code, _, _ in results if code), EX_OK)
+    if not as_json:
+        for enterprise, code, steps, _ in results:
+            report(enterprise, code, steps)
+        return first_failure
+    records = [record_of(code, steps, facts) for _, code, steps, facts in results]
+    document: dict[str, Any] = records[0]
+    if len(records) > 1:
+        document = {"ok": first_failure == EX_OK, "exit_code": first_failure, "accounts": records}
+    sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE))
+    sys.stdout.flush()
+    for enterprise, code, steps, _ in results:
+        log_failure(enterprise, code, steps, same_terminal=False)
     return first_failure

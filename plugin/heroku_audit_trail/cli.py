@@ -25,12 +25,14 @@ from heroku_audit_trail.config import (
     parse_enterprises,
     validate_api_url,
 )
+from heroku_audit_trail.ecs import CONFIGURATION_OBJECTS, IAM_OBJECTS, VERB_TYPES
 from heroku_audit_trail.errors import (
     EX_SOFTWARE,
     EX_USAGE,
     AuditTrailError,
     ConfigError,
     OutputClosedError,
+    UsageError,
 )
 from heroku_audit_trail.logs import capture_library_logs, log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
@@ -368,6 +370,13 @@ def simulate_parser() -> Parser:
     return parser
 
 
+# The documented objects and verbs (reference §1.1), for a warning on a likely typo.
+DOCUMENTED: dict[str, frozenset[str]] = {
+    "type": frozenset(IAM_OBJECTS) | CONFIGURATION_OBJECTS,
+    "action": frozenset(VERB_TYPES),
+}
+
+
 def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     def flag(name: str, default: Any = None) -> Any:
         """A flag's value, or `default` for a command that does not have that flag."""
@@ -390,6 +399,17 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         value = flag if flag is not None else _env_number(env, name, type(default), low)
         return default if value is None else value
 
+    if flag("output_format") == "heroku" and flag("include_original"):
+        raise UsageError(
+            "--include-original adds event.original to ECS lines; --format heroku already "
+            "prints each event as the API sent it: use one or the other"
+        )
+    for name, value in filters:
+        if name in ("type", "action") and value not in DOCUMENTED[name]:
+            log.warning(
+                f"--{name} {value!r} is not a documented Heroku audit-trail {name} "
+                f"(e.g. {', '.join(sorted(DOCUMENTED[name])[:4])}); the API may return nothing"
+            )
     metrics = flag("metrics_file") or env.get("HEROKU_AUDIT_METRICS_FILE")
     max_runtime = flag("max_runtime")
     if max_runtime is None and args.command != "backfill":  # backfill: no deadline unless asked

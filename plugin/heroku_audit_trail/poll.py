@@ -138,6 +138,7 @@ class Poller:
         self.log = log
         self.guard = guard
         self.now = now
+        self.accounts_read: set[str | None] = set()  # by id: a name and an id may be one account
 
     def run(self, enterprises: Sequence[str], exit_codes: dict[str, int] | None = None) -> int:
         return each_partition(enterprises, self.poll_partition_named, self.log, exit_codes)
@@ -169,25 +170,34 @@ class Poller:
                 if not isinstance(error, StateWriteError):
                     with suppress(AuditTrailError):
                         store.save(state)
+                if report.days_read or report.events_emitted:  # no summary of nothing
+                    self._summary(partition, state, report, requests_before, clock_start)
                 raise
-            finally:
-                self.log.info(
-                    "poll summary",
-                    enterprise=partition.enterprise,
-                    days_read=report.days_read,
-                    events_emitted=report.events_emitted,
-                    degraded_events=report.degraded or None,
-                    requests=self.client.requests_made - requests_before,
-                    duration_s=round(time.monotonic() - clock_start, 3),
-                    rate_limit_remaining=self.client.rate_limit_remaining,
-                    closed_through=state.closed_through.isoformat()
-                    if state.closed_through
-                    else None,
-                )
+            self._summary(partition, state, report, requests_before, clock_start)
             state.last_run = self._attempt(started_at, report, requests_before)
             state.last_attempt = {**state.last_run, "exit_code": 0}
             state.backoff = None
             store.save(state)
+
+    def _summary(
+        self,
+        partition: Partition,
+        state: State,
+        report: RunReport,
+        requests_before: int,
+        clock_start: float,
+    ) -> None:
+        self.log.info(
+            "poll summary",
+            enterprise=partition.enterprise,
+            days_read=report.days_read,
+            events_emitted=report.events_emitted,
+            degraded_events=report.degraded or None,
+            requests=self.client.requests_made - requests_before,
+            duration_s=round(time.monotonic() - clock_start, 3),
+            rate_limit_remaining=self.client.rate_limit_remaining,
+            closed_through=state.closed_through.isoformat() if state.closed_through else None,
+        )
 
     def _attempt(
         self, started_at: datetime, report: RunReport, requests_before: int
@@ -219,6 +229,15 @@ class Poller:
         self._rewind_if_ahead(state, today)
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.save(state)
+        account_id = state.account["id"] if state.account else None
+        if account_id in self.accounts_read:
+            self.log.warning(
+                f"--enterprise {partition_name(state)} is an account this run has read under "
+                "another name or id: skipped, so its events are not printed twice",
+                enterprise=partition_name(state),
+            )
+            return
+        self.accounts_read.add(account_id)
         read_at = format_time(self.now())
         done: set[date] = set()
         while True:

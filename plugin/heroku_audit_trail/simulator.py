@@ -191,6 +191,7 @@ class Simulator:
         self.faults = faults or Faults()
         self.url = ""
         self.request_log: list[dict[str, Any]] = []  # never holds credentials
+        self.verbose = False  # log each request on stderr (the `simulate` command)
         self.started_at = datetime.now(timezone.utc)
         self.today = self.started_at.date()
         # One re-entrant lock for all shared state: requests are served on many threads.
@@ -339,6 +340,10 @@ class Simulator:
             if parts.path.endswith("/events"):
                 self._events_requests += 1
             self.request_log.append(entry)
+        if self.verbose:  # `simulate` in the foreground: one line per request, no credentials
+            query_text = "&".join(f"{k}={v}" for k, v in sorted(query.items()))
+            line = f"simulate: {method} {parts.path}{'?' + query_text if query_text else ''}"
+            print(f"{line} {response.status}", file=sys.stderr, flush=True)
         return response
 
     def _api(
@@ -718,6 +723,7 @@ def run(args: argparse.Namespace) -> int:
     )
     faults = Faults(**{f.name: options[f.name] for f in fields(Faults) if f.name in options})
     simulator = Simulator(config, faults)
+    simulator.verbose = True
     try:
         url = simulator.start()
     except OSError as error:
