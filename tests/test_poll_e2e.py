@@ -155,10 +155,11 @@ def test_failures_keep_the_cursor_and_the_next_run_recovers(
 
 
 def cursor_of(state_files: dict[str, bytes]) -> dict[str, object]:
-    """The state files less the failure backoff, which a failed run records."""
+    """The state files less what a failed run records: its backoff and its exit code."""
     docs = {name: orjson.loads(content) for name, content in state_files.items()}
     for doc in docs.values():
         doc.pop("backoff", None)
+        doc.pop("last_attempt", None)
     return docs
 
 

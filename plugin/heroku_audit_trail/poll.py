@@ -167,7 +167,9 @@ class Poller:
                 # changes are made and saved together), unless saving is what failed.
                 state.last_attempt = self._attempt(started_at, report, requests_before)
                 state.last_attempt["exit_code"] = error.exit_code
-                if not isinstance(error, StateWriteError):
+                # Not for a run refused at the account lookup: no state file from a first run
+                # that only learned the token is wrong.
+                if state.account is not None and not isinstance(error, StateWriteError):
                     with suppress(AuditTrailError):
                         store.save(state)
                 if report.days_read or report.events_emitted:  # no summary of nothing
