@@ -75,7 +75,9 @@ class Parser(argparse.ArgumentParser):
             message,
         )
         for word in words:
-            close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+            close = [
+                match for match in difflib.get_close_matches(word, known, 3, 0.6) if match != word
+            ]
             if close:
                 return f"; did you mean {close[0]}?"
         return ""
@@ -138,6 +140,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=100)
+
+
+def hidden(flags: Parser) -> Parser:
+    """The same flags, accepted but not shown: a command they do not affect takes and ignores
+    them, so one set of flags (a shipper's, a script's) works with every command."""
+    for action in flags._actions:
+        action.help = argparse.SUPPRESS
+    return flags
 
 
 def account_flags() -> Parser:
@@ -317,9 +327,15 @@ def build_parser() -> Parser:
 
     reading = [account, api, filters]
     command("poll", "print new events, then save the cursor", [*reading, output, schedule])
-    check = command("check", "diagnose state dir, token, account and permission", reading)
+    check = command(
+        "check",
+        "diagnose state dir, token, account and permission",
+        [*reading, hidden(output_flags()), hidden(poll_flags())],
+    )
     check.add_argument("--json", action="store_true", help="one JSON object per account on stdout")
-    backfill = command("backfill", "print the events of past days", [*reading, output])
+    backfill = command(
+        "backfill", "print the events of past days", [*reading, output, hidden(poll_flags())]
+    )
     days = backfill.add_argument_group("range")
     days.add_argument(
         "--since",
@@ -336,16 +352,21 @@ def build_parser() -> Parser:
     )
     state = command("state", "list, show or reset the cursors", [])
     state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    unused = [hidden(api_flags()), hidden(output_flags()), hidden(poll_flags())]
     listing = state_commands.add_parser(
-        "list", parents=[account], help="every poll cursor and backfill in progress"
+        "list",
+        parents=[account, hidden(filter_flags()), *unused],
+        help="every poll cursor and backfill in progress",
     )
     listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
     show = state_commands.add_parser(
-        "show", parents=[account, filters], help="a partition's cursor: a summary, or --json"
+        "show",
+        parents=[account, filters, *unused],
+        help="a partition's cursor: a summary, or --json",
     )
     show.add_argument("--json", action="store_true", help="the state document as JSON")
     reset = state_commands.add_parser(
-        "reset", parents=[account, filters], help="remove a partition's cursor"
+        "reset", parents=[account, filters, *unused], help="remove a partition's cursor"
     )
     reset.add_argument("-y", "--yes", action="store_true", help="confirm the reset")
     # Listed for --help; main() hands `simulate` its own parser (see simulate_parser).
