@@ -73,3 +73,20 @@ def test_a_first_run_refused_still_has_its_exit_code(cli: Cli, tmp_path: Path) -
     run = cli.run("poll", env={"HEROKU_AUDIT_METRICS_FILE": str(metrics), "HEROKU_API_KEY": ""})
     assert run.code == 78
     assert samples(metrics)[("last_exit_code", (("enterprise", "acme"),))] == 78
+
+
+def test_metrics_never_change_the_exit_code_nor_count_leftovers(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "metrics.prom"
+    env = {"HEROKU_AUDIT_METRICS_FILE": str(metrics)}
+    assert cli.run("poll", env=env).code == 0
+    (cli.state_dir / "notes.json").mkdir()  # something odd in the state dir
+    [state_file] = [p for p in cli.state_dir.glob("acme-*.json")]
+    (cli.state_dir / f".tmp-{state_file.name}").write_bytes(state_file.read_bytes())
+    sim.faults.error_rate = 1.0
+    failed = cli.run("poll", "--max-runtime", "2", env=env)
+    assert failed.code == 69  # not 70 because of the metrics
+    text = metrics.read_text()
+    assert text.count('heroku_audit_trail_last_exit_code{enterprise="acme"}') == 1
+    assert not list(tmp_path.glob(".*.prom"))  # no temp file a collector could read

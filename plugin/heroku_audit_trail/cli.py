@@ -469,7 +469,8 @@ def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
 def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> int:
     started = utc_now()
     due = due_enterprises(settings, started, log)
-    exit_codes = {name: 0 for name in settings.enterprises}  # the skipped ones stay 0
+    # Only partitions this run skipped (0) or ran get a mark; one a stop never reached, none.
+    exit_codes = {name: 0 for name in settings.enterprises if name not in due}
     try:
         if not due:
             return 0
@@ -503,8 +504,8 @@ def publish_metrics(settings: Settings, started: datetime, exit_codes: dict[str,
         marks[store.path.name] = RunMark(started, code, partition.as_dict())
     try:
         write_metrics(settings.metrics_file, render(collect(settings.state_dir, marks)))
-    except AuditTrailError as error:
-        log.warning(str(error))
+    except Exception as error:  # the metrics never change a run's exit code
+        log.warning(f"cannot write metrics file {settings.metrics_file}: {error}")
 
 
 def arm_deadline(settings: Settings, guard: StopGuard) -> None:

@@ -99,7 +99,12 @@ def _label(value: str) -> str:
 
 
 def render(samples: list[Sample]) -> str:
-    """The text format: # HELP and # TYPE per metric, then one line per partition."""
+    """The text format: # HELP and # TYPE per metric, then one line per partition (the first
+    of any two with the same labels)."""
+    unique: dict[tuple[str, str], Sample] = {}
+    for sample in samples:
+        unique.setdefault((sample.enterprise, sample.filters), sample)
+    samples = list(unique.values())
     lines = []
     for name, help_text in METRICS:
         lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} gauge"]
@@ -121,14 +126,14 @@ def collect(state_dir: Path, this_run: Mapping[str, RunMark]) -> list[Sample]:
     seen = set()
     paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
     for path in paths:
-        if path.name.startswith("backfill-"):
+        if path.name.startswith(("backfill-", ".")):  # a record, or a temp file mid-rename
             continue
         try:
             raw = read_private(path, state_dir)
             if raw is None:
                 continue
             state = parse_state(path, raw)
-        except AuditTrailError:
+        except (AuditTrailError, OSError):
             continue  # a corrupt state is reported by its own run, not by the metrics
         samples.append(sample_of(state, this_run.get(path.name)))
         seen.add(path.name)
@@ -148,8 +153,9 @@ def write_metrics(path: Path, text: str) -> None:
     node_exporter's textfile collector needs."""
     tmp_name = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".prom", dir=path.parent)
-        with os.fdopen(fd, "w") as tmp:
+        # Not *.prom: node_exporter reads every *.prom file, a half-written one included.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
             tmp.write(text)
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)

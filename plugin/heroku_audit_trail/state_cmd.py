@@ -99,7 +99,7 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
                 "path": str(path),
             }
         state = parse_state(path, raw)
-    except (AuditTrailError, orjson.JSONDecodeError, KeyError, TypeError) as error:
+    except (AuditTrailError, OSError, orjson.JSONDecodeError, KeyError, TypeError) as error:
         return {"kind": "unreadable", "path": str(path), "error": str(error)}
     filters = {key: value for key, value in state.partition.items() if key != "enterprise"}
     return {
@@ -117,7 +117,7 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
 def run_state_list(state_dir: Path, as_json: bool) -> int:
     """`state list`: every poll partition and backfill in progress in the state dir."""
     paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
-    rows = [describe(path, state_dir) for path in paths]
+    rows = [describe(path, state_dir) for path in paths if not path.name.startswith(".")]
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_APPEND_NEWLINE))
         sys.stdout.flush()
