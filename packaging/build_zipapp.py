@@ -26,10 +26,27 @@ from pathlib import Path
 BUILD_ID = "{build_id}"
 
 
+def trusted_parents(path):
+    # Every directory above `path` must be ours or root's and not writable by others unless
+    # sticky (like /tmp), as ssh checks: else someone could rename ours and put theirs in
+    # its place after our check, before Python imports a module from it.
+    for parent in Path(os.path.realpath(path)).parents:
+        try:
+            status = os.stat(parent)
+        except OSError:
+            return False
+        if status.st_uid not in (0, os.getuid()):
+            return False
+        if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not status.st_mode & stat.S_ISVTX:
+            return False
+    return True
+
+
 def private(path):
     # path as a directory that only this user can write, created if missing; None when it
-    # is a symlink, not a directory, someone else's, or writable by group or others: another
-    # local user could have planted code there for us to import.
+    # is a symlink, not a directory, someone else's, writable by group or others, or below
+    # a directory others could swap it out of: another local user could have planted code
+    # there for us to import.
     try:
         path.mkdir(mode=0o700, exist_ok=True)
         status = os.lstat(path)
@@ -40,6 +57,7 @@ def private(path):
         or not stat.S_ISDIR(status.st_mode)
         or status.st_uid != os.getuid()
         or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        or not trusted_parents(path)
     ):
         return None
     return path
@@ -66,15 +84,29 @@ def extract(into):
         for member in archive.namelist():
             if member.startswith("lib/"):
                 archive.extract(member, into)
+    for folder, _, _ in os.walk(into):  # whatever the umask: writable by us alone
+        os.chmod(folder, 0o700)
     return into / "lib"
+
+
+def scratch_copy():
+    # Unpacked for this run only, in a fresh private directory, removed at exit.
+    scratch = Path(tempfile.mkdtemp(prefix="heroku-audit-trail-"))
+    if not trusted_parents(scratch):
+        sys.stderr.write(
+            "heroku-audit-trail: no private place to unpack the zipapp (the temporary "
+            "directory can be written by others); set XDG_CACHE_HOME or TMPDIR to a "
+            "directory of your own\\n"
+        )
+        raise SystemExit(73)
+    atexit.register(shutil.rmtree, scratch, True)
+    return extract(scratch)
 
 
 def unpacked():
     root = cache_root()
     if root is None:  # nowhere safe to keep it: unpack for this run only
-        scratch = Path(tempfile.mkdtemp(prefix="heroku-audit-trail-"))
-        atexit.register(shutil.rmtree, scratch, True)
-        return extract(scratch)
+        return scratch_copy()
     target = root / f"pyz-{{BUILD_ID}}"
     if not target.exists():
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
@@ -84,9 +116,7 @@ def unpacked():
             pass
         shutil.rmtree(staging, ignore_errors=True)
     if private(target) is None:  # in our own directory, yet not ours: never import from it
-        scratch = Path(tempfile.mkdtemp(prefix="heroku-audit-trail-"))
-        atexit.register(shutil.rmtree, scratch, True)
-        return extract(scratch)
+        return scratch_copy()
     return target
 
 

@@ -89,7 +89,7 @@ def build_id(pyz: Path) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hostile", ["someone-elses", "world-writable"])
+@pytest.mark.parametrize("hostile", ["someone-elses", "world-writable", "swappable-parent"])
 def test_zipapp_never_imports_from_a_planted_directory(
     pyz: Path, tmp_path: Path, hostile: str
 ) -> None:
@@ -108,8 +108,11 @@ def test_zipapp_never_imports_from_a_planted_directory(
         for path in (shared, *shared.rglob("*")):
             os.chown(path, 65534, 65534)  # nobody
         shared.chmod(0o700)
-    else:
+    elif hostile == "world-writable":
         shared.chmod(0o777)
+    else:  # ours, but under a directory anyone may rename things in (no sticky bit)
+        shared.chmod(0o700)
+        tmp.chmod(0o777)
     no_home = tmp_path / "not-a-dir"
     no_home.write_text("")  # nothing can be made under a file, not even by root
     env = {
@@ -121,9 +124,12 @@ def test_zipapp_never_imports_from_a_planted_directory(
     done = subprocess.run(
         [sys.executable, "-I", str(pyz), "--version"], env=env, capture_output=True, timeout=60
     )
+    assert not marker.exists()
+    if hostile == "swappable-parent":  # nowhere private at all: refuse, and say what to do
+        assert done.returncode == 73 and b"set XDG_CACHE_HOME or TMPDIR" in done.stderr
+        return
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
-    assert not marker.exists()
 
 
 @pytest.mark.slow
