@@ -145,7 +145,7 @@ def test_sigterm_stops_and_the_rerun_prints_each_event_once(
     finally:
         long_sim.faults.latency = 0.0
     assert process.returncode == 143, err
-    assert b"to continue, run: heroku-audit-trail backfill" in err
+    assert b"to carry on, run the same command again: heroku-audit-trail backfill" in err
     resumed = cli.run(*backfill_args(since, until, False))
     printed = [orjson.loads(line)["event"]["id"] for line in out.splitlines()] + resumed.ids
     assert Counter(printed) == Counter(events_between(long_sim, since, until))
@@ -190,7 +190,7 @@ def test_a_corrupt_archive_is_65_and_prints_nothing_of_its_month(tmp_path: Path)
         months = {line["@timestamp"][:7] for line in run.lines}
         assert months == {earlier.strftime("%Y-%m")}  # the month before it, whole
         assert Counter(run.ids) == Counter(events_between(sim, earlier, last_month - timedelta(1)))
-        assert "to continue, run:" in run.stderr
+        assert "run the same command again" in run.stderr
 
 
 def test_relative_days_and_clear_date_errors(cli: Cli, sim: Simulator) -> None:
@@ -204,3 +204,53 @@ def test_relative_days_and_clear_date_errors(cli: Cli, sim: Simulator) -> None:
     assert month.code == 64 and "month 13" in month.stderr
     after = cli.run("backfill", "--since", "today")
     assert after.code == 64 and "defaults to yesterday" in after.stderr
+
+
+def test_sigterm_while_a_slow_reader_drains_a_big_day_prints_each_event_once(
+    tmp_path: Path,
+) -> None:
+    """The day under way is cut at a line: the record keeps the ids already printed."""
+    config = SimulatorConfig(seed=41, events_per_day=4000, history_days=4)
+    with Simulator(config) as sim:
+        cli = Cli(sim, tmp_path)
+        since, until = utc_today() - timedelta(days=3), utc_today() - timedelta(days=1)
+        process = cli.popen(*backfill_args(since, until, False))
+        received = bytearray()
+        assert process.stdout is not None
+        while len(received) < 6_000_000:  # into the second or third day, slowly
+            chunk = process.stdout.read(65536)
+            if not chunk:
+                break
+            received += chunk
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+        received += rest
+        assert process.returncode in (0, 143)
+        first = [orjson.loads(line)["event"]["id"] for line in bytes(received).split(b"\n")[:-1]]
+        again = cli.run(*backfill_args(since, until, False))
+        assert again.code == 0, again.stderr
+        assert Counter(first + again.ids) == Counter(events_between(sim, since, until))
+
+
+def test_the_same_relative_arguments_carry_on_after_midnight(cli: Cli, sim: Simulator) -> None:
+    sim.faults.failing_days = (utc_today() - timedelta(days=1),)
+    stopped = cli.run("backfill", "--since", "3d", "--state-dir", str(cli.state_dir))
+    sim.faults.failing_days = ()
+    assert stopped.code == 69 and "--since 3d --state-dir" in stopped.stderr
+    tomorrow = cli.run("backfill", "--since", "3d", "--state-dir", str(cli.state_dir), clock="+1d")
+    assert tomorrow.code == 0, tomorrow.stderr
+    today = utc_today()
+    expected = events_between(sim, today - timedelta(days=3), today - timedelta(days=1))
+    assert Counter(stopped.ids + tomorrow.ids) == Counter(expected)
+
+
+def test_an_archived_event_without_a_time_is_printed_from_mid_month(tmp_path: Path) -> None:
+    last_month_end = utc_today().replace(day=1) - timedelta(days=1)
+    since = last_month_end.replace(day=15)
+    with Simulator(SimulatorConfig(seed=3, events_per_day=3, history_days=70)) as sim:
+        sim.plant(last_month_end.replace(day=2), [{"id": "timeless", "type": "app"}])
+        cli = Cli(sim, tmp_path)
+        run = cli.run(*backfill_args(since, last_month_end, True))
+        assert run.code == 0, run.stderr
+        assert "timeless" in run.ids

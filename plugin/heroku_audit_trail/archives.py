@@ -118,8 +118,10 @@ def read_month(
     month: int,
     filters: dict[str, str],
     today: date,
+    wanted: list[date],
 ) -> MonthArchive | None:
-    """One month's archive, verified and read, or None when Heroku has none for it."""
+    """One month's archive, verified and read, or None when Heroku has none for it. Only the
+    `wanted` days it covers are kept (an event with no readable time goes with the first)."""
     label = f"{year:04d}-{month:02d}"
     archive = client.archive(account_id, year, month)
     if archive is None:
@@ -129,4 +131,5 @@ def read_month(
     del content
     covers = covered_days(year, month, archive.get("created_at"), today)
     chosen = (event for event in events if not filters or matches_filters(event, filters))
-    return MonthArchive(label, covers, group_by_day(chosen, covers))
+    kept = [day for day in covers if day in set(wanted)]
+    return MonthArchive(label, covers, group_by_day(chosen, kept))

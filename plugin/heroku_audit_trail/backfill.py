@@ -30,18 +30,30 @@ from heroku_audit_trail.cursor import (
     remove_file,
     write_atomic,
 )
-from heroku_audit_trail.ecs import format_time, render
-from heroku_audit_trail.errors import AuditTrailError, MalformedDataError, UsageError
+from heroku_audit_trail.ecs import event_key, format_time, render
+from heroku_audit_trail.errors import (
+    AuditTrailError,
+    DeadlineError,
+    MalformedDataError,
+    StoppedError,
+    UsageError,
+)
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.poll import each_partition
-from heroku_audit_trail.window import date_range, new_events
+from heroku_audit_trail.window import date_range, new_events, parse_day
 
 RECORD_VERSION = 1
 
 
-def resolve_range(since: date, until: date | None, today: date) -> tuple[date, date]:
-    """The inclusive range; --until defaults to yesterday and may not pass today."""
+def resolve_range(since_text: str, until_text: str | None, today: date) -> tuple[date, date]:
+    """The inclusive range of days as typed; --until defaults to yesterday, may not pass
+    today."""
+    try:
+        since = parse_day(since_text, today)
+        until = None if until_text is None else parse_day(until_text, today)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     last = until if until is not None else today - timedelta(days=1)
     if last > today:
         raise UsageError(f"--until {last} is in the future (today is {today} UTC)")
@@ -57,20 +69,22 @@ def resolve_range(since: date, until: date | None, today: date) -> tuple[date, d
 
 @dataclass(frozen=True)
 class Plan:
-    """One backfill: what its progress record is keyed by."""
+    """One backfill, keyed by its arguments as typed (`--since 90d` tomorrow is the same
+    backfill, carried on over the range it was given the first time)."""
 
     enterprise: str
     filters: tuple[tuple[str, str], ...]
-    since: date
-    until: date
+    since: str  # as typed
+    until: str | None  # as typed; None: yesterday
     source: str  # "days" (the events API) or "archives"
+    command_line: tuple[str, ...] = ()  # the arguments, to say how to carry on
 
     def key(self) -> dict[str, Any]:
         return {
             "enterprise": self.enterprise,
             "filters": dict(self.filters),
-            "since": self.since.isoformat(),
-            "until": self.until.isoformat(),
+            "since": self.since,
+            "until": self.until,
             "source": self.source,
         }
 
@@ -80,15 +94,19 @@ class Plan:
         return f"backfill-{slug}-{digest.hexdigest()[:12]}"
 
     def resume_command(self) -> str:
-        """The exact command that continues this backfill (absolute dates: `7d` moves)."""
-        words = ["heroku-audit-trail", "backfill", "--enterprise", self.enterprise]
-        words += ["--since", self.since.isoformat(), "--until", self.until.isoformat()]
-        if self.source == "archives":
-            words.append("--archives")
-        flags = {"type": "--type", "action": "--action", "actor": "--actor"}
-        for name, value in self.filters:
-            words += [flags[name], value]
-        return shlex.join(words)
+        """The command to run again: the same one, every flag as it was given."""
+        return shlex.join(["heroku-audit-trail", *self.command_line])
+
+
+@dataclass
+class RecordState:
+    """What a progress record holds."""
+
+    since: date
+    until: date
+    completed_through: date | None = None
+    partial_day: date | None = None  # a day cut short by a stop: the ids already printed
+    partial_ids: frozenset[str] = frozenset()
 
 
 class ProgressRecord:
@@ -100,27 +118,43 @@ class ProgressRecord:
         self.path = state_dir / f"{plan.file_stem()}.json"
         self.lock_path = state_dir / f"{plan.file_stem()}.lock"
 
-    def load(self) -> date | None:
+    def load(self) -> RecordState | None:
         raw = read_private(self.path, self.state_dir)
         if raw is None:
             return None
         try:
             doc = orjson.loads(raw)
             assert doc["version"] == RECORD_VERSION and doc["plan"] == self.plan.key()
-            done = doc["completed_through"]
-            return None if done is None else date.fromisoformat(done)
+            done, partial = doc["completed_through"], doc.get("partial") or {}
+            return RecordState(
+                date.fromisoformat(doc["range"]["since"]),
+                date.fromisoformat(doc["range"]["until"]),
+                None if done is None else date.fromisoformat(done),
+                date.fromisoformat(partial["day"]) if partial else None,
+                frozenset(partial.get("printed", [])),
+            )
         except (orjson.JSONDecodeError, AssertionError, KeyError, TypeError, ValueError):
             raise MalformedDataError(
                 f"backfill record {self.path} is corrupt; it was left untouched: remove it "
                 "to start this backfill over"
             ) from None
 
-    def save(self, completed_through: date) -> None:
+    def save(self, progress: RecordState) -> None:
+        partial = None
+        if progress.partial_day is not None:
+            partial = {
+                "day": progress.partial_day.isoformat(),
+                "printed": sorted(progress.partial_ids),
+            }
         doc = {
             "version": RECORD_VERSION,
             "kind": "backfill",
             "plan": self.plan.key(),
-            "completed_through": completed_through.isoformat(),
+            "range": {"since": progress.since.isoformat(), "until": progress.until.isoformat()},
+            "completed_through": (
+                progress.completed_through.isoformat() if progress.completed_through else None
+            ),
+            "partial": partial,
             "updated_at": format_time(datetime.now(timezone.utc)),
         }
         write_atomic(self.path, orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
@@ -182,20 +216,23 @@ class Backfill:
         ensure_state_dir(self.settings.state_dir)
         busy = "the same backfill is running; let it finish, or stop it and run this again"
         with exclusive_lock(record.lock_path, busy):
-            completed = record.load()
-            if completed is not None:
+            state = record.load()
+            if state is None:
+                since, until = resolve_range(plan.since, plan.until, today)
+                state = RecordState(since, until)
+            else:
                 self.log.info(
-                    f"resuming the backfill after {completed}", enterprise=plan.enterprise
+                    f"carrying on the backfill of {state.since}..{state.until} after "
+                    f"{state.completed_through or 'its start'}",
+                    enterprise=plan.enterprise,
                 )
-            days = [
-                day
-                for day in date_range(plan.since, plan.until)
-                if not completed or day > completed
-            ]
+            days = date_range(state.since, state.until)
+            if state.completed_through is not None:
+                days = [day for day in days if day > state.completed_through]
             progress = Progress(sys.stderr, len(days))
             self.log.before_write = progress.clear
             started, requests_before = time.monotonic(), self.client.requests_made
-            run = _Run(self, plan, record, progress, completed)
+            run = _Run(self, plan, record, progress, state)
             try:
                 account_id = self.client.enterprise_account(plan.enterprise)["id"]
                 if plan.source == "archives":
@@ -212,8 +249,8 @@ class Backfill:
                     "backfill summary",
                     enterprise=plan.enterprise,
                     source=plan.source,
-                    since=plan.since.isoformat(),
-                    until=plan.until.isoformat(),
+                    since=state.since.isoformat(),
+                    until=state.until.isoformat(),
                     days=run.days_done,
                     events_emitted=run.events,
                     requests=self.client.requests_made - requests_before,
@@ -232,13 +269,13 @@ class _Run:
         plan: Plan,
         record: ProgressRecord,
         progress: Progress,
-        completed: date | None,
+        state: RecordState,
     ) -> None:
         self.backfill = backfill
         self.plan = plan
         self.record = record
         self.progress = progress
-        self.completed = completed
+        self.state = state
         self.days_done = 0
         self.events = 0
 
@@ -257,7 +294,7 @@ class _Run:
         for year, month in months:
             self.backfill.guard.check()
             in_month = [day for day in days if (day.year, day.month) == (year, month)]
-            archive = read_month(client, account_id, year, month, filters, today)
+            archive = read_month(client, account_id, year, month, filters, today, in_month)
             if archive is None:
                 label = f"{year:04d}-{month:02d}"
                 log.warning(f"no archive for {label}: its days come from the events API")
@@ -269,35 +306,48 @@ class _Run:
                 if archive is not None and day in covered:
                     events = archive.by_day.pop(day, [])
                 else:
-                    events = client.fetch_day(
-                        account_id, day, self.backfill.settings.filters
-                    ).events
+                    events = client.fetch_day(account_id, day, api_filters).events
                 self.print_day(day, events)
             del archive  # one month in memory at a time
 
     def print_day(self, day: date, events: list[dict[str, Any]]) -> None:
-        settings = self.backfill.settings
+        """The day's new events, in order; the record then moves past the day. A stop in the
+        middle (SIGTERM, the deadline's grace) records the ids already printed, so the next
+        run prints the rest of the day and nothing twice."""
+        settings, read_at = self.backfill.settings, self.backfill.read_at
+        printed_before = self.state.partial_ids if self.state.partial_day == day else frozenset()
+        fresh = new_events(events, printed_before)
+        keys = [event_key(event) for event in fresh]
         lines = (
-            render(
-                event, settings.output_format, self.backfill.read_at, settings.include_original
-            ).line
-            for event in new_events(events, set())
+            render(event, settings.output_format, read_at, settings.include_original).line
+            for event in fresh
         )
+        writer = self.backfill.writer
         with self.backfill.guard.critical():
-            printed = self.backfill.writer.write(lines)
-            self.record.save(day)
-        self.completed = day
+            try:
+                printed = writer.write(lines)
+            except (StoppedError, DeadlineError):
+                self.state.partial_day = day
+                self.state.partial_ids = printed_before | frozenset(keys[: writer.lines_done])
+                self.record.save(self.state)
+                raise
+            self.state.completed_through = day
+            self.state.partial_day, self.state.partial_ids = None, frozenset()
+            self.record.save(self.state)
         self.days_done += 1
         self.events += printed
         self.progress.show(self.plan.enterprise, self.days_done, self.events, self.backfill.client)
 
     def where_it_stopped(self) -> str:
-        done = (
-            f"the last day printed in full is {self.completed}"
-            if self.completed is not None
+        done = self.state.completed_through
+        said = (
+            f"the last day printed in full is {done}"
+            if done is not None
             else "no day was printed in full"
         )
-        return f"{done}; to continue, run: {self.plan.resume_command()}"
+        if self.state.partial_day is not None:
+            said += f" ({len(self.state.partial_ids)} events of {self.state.partial_day} too)"
+        return f"{said}; to carry on, run the same command again: {self.plan.resume_command()}"
 
 
 def run_backfill(
@@ -306,16 +356,18 @@ def run_backfill(
     writer: EventWriter,
     guard: StopGuard,
     log: Log,
-    since: date,
-    until: date | None,
+    since: str,
+    until: str | None,
     use_archives: bool,
+    command_line: tuple[str, ...] = (),
 ) -> int:
     today = datetime.now(timezone.utc).date()
-    first, last = resolve_range(since, until, today)
+    resolve_range(since, until, today)  # a bad range is a usage error before any request
     backfill = Backfill(settings, client, writer, guard, log)
     source = "archives" if use_archives else "days"
 
     def one(enterprise: str) -> None:
-        backfill.run(Plan(enterprise, settings.filters, first, last, source), today)
+        plan = Plan(enterprise, settings.filters, since, until, source, command_line)
+        backfill.run(plan, today)
 
     return each_partition(settings.enterprises, one, log)

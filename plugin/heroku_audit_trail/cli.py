@@ -11,7 +11,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -48,7 +48,7 @@ examples:
   export HEROKU_API_KEY=$(heroku auth:token) HEROKU_ENTERPRISE=acme
   heroku-audit-trail check                      # is the token, account and permission right?
   heroku-audit-trail poll                       # print new events as ECS JSON lines
-  heroku-audit-trail backfill --since 2026-01-01 --archives > history.jsonl
+  heroku-audit-trail backfill --since 2026-01-01 --archives >> history.jsonl
   heroku-audit-trail state show
   heroku-audit-trail simulate --port 8765       # a local Heroku API for shipper configs
 
@@ -123,12 +123,14 @@ def _env_number(
         raise ConfigError(f"{name}: {error}") from None
 
 
-def day_argument(text: str) -> date:
-    """argparse type for --since/--until: a bad day is a usage error (64), before any token."""
+def day_argument(text: str) -> str:
+    """argparse type for --since/--until: a bad day is a usage error (64), before any token.
+    The text is kept as typed (`90d`): a resumed backfill is found by its arguments."""
     try:
-        return parse_day(text, datetime.now(timezone.utc).date())
+        parse_day(text, datetime.now(timezone.utc).date())
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _parent() -> Parser:
@@ -278,7 +280,7 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
         "archives. Resumable: run the same command again after any stop. Never moves the "
         "poll cursor.",
         "examples:\n"
-        "  heroku-audit-trail backfill --since 90d > history.jsonl\n"
+        "  heroku-audit-trail backfill --since 90d >> history.jsonl   # >>: a rerun carries on\n"
         "  heroku-audit-trail backfill --since 2026-01-01 --until 2026-06-30 --archives\n",
     ),
     "state": (
@@ -542,7 +544,6 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
 
         writer = EventWriter(stdout_binary(), log, guard)
         writer.warn_long_lines = False  # Fluent Bit's Buf_Size is poll's concern
-        writer.stops_mid_write = False  # a day printed whole or not at all: exactly once
         arm_deadline(settings, guard)
         return run_backfill(
             settings,
@@ -553,6 +554,7 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
             args.since,
             args.until,
             args.archives,
+            tuple(getattr(args, "command_line", ())),
         )
     from heroku_audit_trail.state_cmd import run_state
 
@@ -609,6 +611,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if args.command is None:  # bare: the command list, as a reminder
             build_parser().print_help(sys.stderr)
             return EX_USAGE
+        args.command_line = arguments
         code = dispatch(args, env, guard)
         guard.settle()
     except AuditTrailError as error:

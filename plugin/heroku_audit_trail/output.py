@@ -81,6 +81,7 @@ class EventWriter:
         self.log = log
         self.guard = guard
         self.lines_written = 0
+        self.lines_done = 0
         self.longest_line = 0
         self.warn_long_lines = True
         # False: a stop waits for the whole write (a backfill's day, so that a day is printed
@@ -92,6 +93,7 @@ class EventWriter:
         """Write every line and flush; the number of lines. OutputClosedError if stdout fails,
         the pending stop (after finishing the line under way) if told to stop mid-way."""
         written = 0
+        self.lines_done = 0  # whole lines of this call written so far, for a partial record
         try:
             iterator = iter(lines)
             while batch := list(islice(iterator, _BATCH)):
@@ -100,6 +102,7 @@ class EventWriter:
                 self._write_all(b"".join(batch))
                 self._measure(batch)
                 written += len(batch)
+                self.lines_done = written
             self.stream.flush()
         except OSError as error:
             raise _closed(error) from None
@@ -116,6 +119,7 @@ class EventWriter:
                 line_end = len(data) if end < 0 else end + 1
                 while offset < line_end:
                     offset += self._write_some(data[:line_end], offset)
+                self.lines_done += data.count(b"\n", 0, offset)
                 raise self._stop_error()
 
     def _told_to_stop(self) -> bool:
