@@ -8,7 +8,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -80,24 +81,11 @@ def test_a_retry_after_longer_than_the_backoff_is_honoured(cli: Cli, sim: Simula
 # -- a hard deadline ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def trickling_server() -> Iterator[str]:
-    """Answers every request with headers, then one byte of body every half second."""
+@contextmanager
+def loopback_server(serve: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    """A raw TCP server on 127.0.0.1 that hands each connection to `serve` on a thread."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
-
-    def serve(connection: socket.socket) -> None:
-        with connection:
-            connection.recv(65536)
-            connection.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 100000\r\n\r\n["
-            )
-            while not stop.wait(0.5):
-                try:
-                    connection.sendall(b" ")
-                except OSError:
-                    return
 
     def accept() -> None:
         listener.settimeout(0.2)
@@ -106,14 +94,36 @@ def trickling_server() -> Iterator[str]:
                 connection, _ = listener.accept()
             except TimeoutError:
                 continue
-            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+            threading.Thread(target=serve, args=(connection, stop), daemon=True).start()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join(timeout=5)
-    listener.close()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def trickle(connection: socket.socket, stop: threading.Event) -> None:
+    """Headers, then one byte of body every half second."""
+    with connection:
+        connection.recv(65536)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n["
+        )
+        while not stop.wait(0.5):
+            try:
+                connection.sendall(b" ")
+            except OSError:
+                return
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    with loopback_server(trickle) as url:
+        yield url
 
 
 def test_max_runtime_bounds_the_whole_run_against_a_trickling_server(
@@ -277,34 +287,22 @@ def test_netrc_credentials_never_replace_the_token(cli: Cli, sim: Simulator) -> 
     assert run.code == 0, run.stderr
 
 
+def malformed_header(connection: socket.socket, stop: threading.Event) -> None:
+    """A header line that is not a header: urllib3 warns."""
+    with connection:
+        connection.recv(65536)
+        body = b'{"id": "acct", "name": "acme"}'
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b": no name\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+
+
 @pytest.fixture
 def malformed_header_server() -> Iterator[str]:
-    """Answers every request with a header line that is not a header: urllib3 warns."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.recv(65536)
-                body = b'{"id": "acct", "name": "acme"}'
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b": no name\r\nConnection: close\r\n"
-                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-                )
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join(timeout=5)
-    listener.close()
+    with loopback_server(malformed_header) as url:
+        yield url
 
 
 def test_a_library_warning_is_a_json_line_too(cli: Cli, malformed_header_server: str) -> None:

@@ -132,16 +132,21 @@ def test_zipapp_never_imports_from_a_planted_directory(
     assert done.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
-def test_deb_contents_and_the_extracted_command(tmp_path: Path) -> None:
+def build_deb(out_dir: Path) -> Path:
+    """packaging/build_deb.sh with this interpreter; the .deb's path."""
     built = subprocess.run(
-        ["bash", str(ROOT / "packaging" / "build_deb.sh"), str(tmp_path / "dist")],
+        ["bash", str(ROOT / "packaging" / "build_deb.sh"), str(out_dir)],
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         check=True,
     )
-    deb = Path(built.stdout.decode().strip().splitlines()[-1])
+    return Path(built.stdout.decode().strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
+def test_deb_contents_and_the_extracted_command(tmp_path: Path) -> None:
+    deb = build_deb(tmp_path / "dist")
     info = subprocess.run(["dpkg-deb", "--info", str(deb)], capture_output=True, check=True)
     control = info.stdout.decode()
     minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -193,13 +198,7 @@ def debian_python_matches() -> bool:
 def test_deb_installs_with_apt_runs_and_purges(tmp_path: Path) -> None:
     """As an admin would: apt-get install ./the.deb (dpkg checks Depends), the command from
     /usr/bin, then a purge. A copy that wants another python3 is refused at install time."""
-    built = subprocess.run(
-        ["bash", str(ROOT / "packaging" / "build_deb.sh"), str(tmp_path / "dist")],
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        check=True,
-    )
-    deb = Path(built.stdout.decode().strip().splitlines()[-1])
+    deb = build_deb(tmp_path / "dist")
     apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "install", "-y", "-qq", str(deb)], env=apt, check=True)
     try:
