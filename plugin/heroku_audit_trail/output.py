@@ -84,9 +84,6 @@ class EventWriter:
         self.lines_done = 0
         self.longest_line = 0
         self.warn_long_lines = True
-        # False: a stop waits for the whole write (a backfill's day, so that a day is printed
-        # once or not at all); a stalled write still ends with the guard's grace timer.
-        self.stops_mid_write = True
         self._warned_long = False
 
     def write(self, lines: Iterable[bytes]) -> int:
@@ -125,11 +122,7 @@ class EventWriter:
     def _told_to_stop(self) -> bool:
         """SIGTERM or SIGINT: stop between lines. The deadline lets a day's write finish (its
         pages are fetched already); a stalled write is ended by the guard's grace timer."""
-        return (
-            self.stops_mid_write
-            and self.guard is not None
-            and isinstance(self.guard.pending, StoppedError)
-        )
+        return self.guard is not None and isinstance(self.guard.pending, StoppedError)
 
     def _stop_error(self) -> AuditTrailError:
         assert self.guard is not None and self.guard.pending is not None
