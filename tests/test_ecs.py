@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -271,3 +272,42 @@ def test_any_event_renders_one_line_without_null(event: dict[str, Any]) -> None:
 
     walk(mapped)
     orjson.dumps(mapped)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(event_keys, json_values))
+def test_the_fast_line_is_the_plain_mapping(event: dict[str, Any]) -> None:
+    """render() serializes parts once as Fragments; the bytes must mean exactly to_ecs()."""
+    rendered = render(event, "ecs", READ_AT)
+    try:
+        expected = to_ecs(event, READ_AT)
+    except (ValueError, TypeError):
+        assert b'"pipeline_error"' in rendered.line
+        return
+    assert orjson.loads(rendered.line) == orjson.loads(orjson.dumps(expected))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    st.sampled_from(["Z", ".000Z", ".5Z", ".123Z", ".123456Z", "+00:00", "-01:30"]),
+)
+def test_heroku_shaped_times_take_the_fast_path_to_the_same_answer(
+    moment: datetime, suffix: str
+) -> None:
+    raw = moment.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0") + suffix
+    rendered = orjson.loads(render({"id": "x", "created_at": raw}, "ecs", READ_AT).line)
+    parsed = parse_time(raw)
+    assert parsed is not None and rendered["@timestamp"] == format_time(parsed)
+
+
+@pytest.mark.parametrize(
+    "raw", ["2026-W47-1T10:11:12Z", "2026-11-23T10:11:12,870Z", "2026-11-23T25:11:12.870Z"]
+)
+def test_look_alike_times_are_not_taken_for_heroku_shapes(raw: str) -> None:
+    rendered = orjson.loads(render({"id": "x", "created_at": raw}, "ecs", READ_AT).line)
+    parsed = parse_time(raw)
+    if parsed is None:
+        assert rendered["event"]["kind"] == "pipeline_error"
+    else:
+        assert rendered["@timestamp"] == format_time(parsed)

@@ -110,6 +110,28 @@ def parse_time(value: object) -> datetime | None:
     return parsed
 
 
+def _heroku_time(value: object) -> tuple[datetime, str] | None:
+    """Heroku's own shapes, ...:SSZ and ...:SS.sssZ, parsed and formatted without the general
+    path (most events): None for anything else."""
+    if type(value) is not str or value[-1:] != "Z":
+        return None
+    if len(value) == 24 and value[19] == ".":
+        fraction = value[20:23]
+    elif len(value) == 20:
+        fraction = "000"
+    else:
+        return None
+    if not (
+        value[4] == value[7] == "-" and value[10] == "T" and value[13] == value[16] == ":"
+    ) or not (fraction.isdigit() and fraction.isascii()):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)  # validates the digits; Python 3.11+
+    except ValueError:
+        return None
+    return moment, f"{value[:19]}.{fraction}000Z"
+
+
 def format_time(moment: datetime) -> str:
     """The one output shape: YYYY-MM-DDTHH:MM:SS.ffffffZ, always UTC and six fraction digits."""
     # isoformat is several times faster than strftime; "+00:00" becomes "Z".
@@ -219,12 +241,14 @@ def strip_nulls(value: Any) -> Any:
     return value
 
 
-def _obj(event: dict[str, Any], key: str) -> dict[str, Any]:
-    value = event.get(key)
-    return value if isinstance(value, dict) else {}
+_NOTHING: dict[str, Any] = {}  # read only: stands in for a missing or malformed object
 
 
-def _str(value: object) -> str | None:
+def _obj(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else _NOTHING
+
+
+def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
@@ -235,49 +259,43 @@ def _classified(object_type: str, verb: str) -> tuple[str, list[str], list[str]]
     return f"{object_type}.{verb}", category, event_type
 
 
-def _clean_part(value: Any, fragments: bool) -> Any:
-    """One part of `heroku`, as strip_nulls leaves it (None: leave it out). A part with no null
-    and no empty object, the usual case, is serialized once here and passed to orjson as a
-    Fragment, instead of being walked in Python."""
-    if value is None:
-        return None
-    if not isinstance(value, (dict, list)):
-        return value
-    if fragments:
-        encoded = orjson.dumps(value)
-        if b"null" not in encoded and b"{}" not in encoded:
-            return orjson.Fragment(encoded)
-    cleaned = strip_nulls(value)
-    return None if cleaned == {} else cleaned
-
-
-def _related_users(actor: dict[str, Any], owner: dict[str, Any], data: dict[str, Any]) -> list[str]:
-    """Actor, owner and target identities (emails and ids), first seen first."""
-    target = data.get("user")
-    target = target if isinstance(target, dict) else {}
-    seen: dict[str, None] = {}
-    for candidate in (
-        actor.get("email"),
-        actor.get("id"),
+def _related_users(
+    actor_email: str | None, actor_id: str | None, owner: dict[str, Any], data: dict[str, Any]
+) -> list[str]:
+    """Actor, owner and target identities (emails and ids), each once, first seen first."""
+    target = _obj(data.get("user"))
+    candidates = (
+        actor_email,
+        actor_id,
         owner.get("email"),
         owner.get("id"),
         target.get("email"),
         target.get("id"),
         data.get("email"),
         data.get("user_email"),
-    ):
-        if isinstance(candidate, str) and candidate:
-            seen[candidate] = None
-    return list(seen)
+    )
+    users = [user for user in candidates if isinstance(user, str) and user]
+    return users if len(set(users)) == len(users) else list(dict.fromkeys(users))
 
 
-def _message(event: dict[str, Any], action: str | None, actor: dict[str, Any]) -> str:
-    who = _str(actor.get("email")) or _str(actor.get("id")) or "unknown actor"
+def _organization(account: dict[str, Any]) -> dict[str, str] | None:
+    """`organization`: the enterprise account's id and name."""
+    account_id, name = _text(account.get("id")), _text(account.get("name"))
+    if account_id and name:
+        return {"id": account_id, "name": name}
+    if account_id or name:
+        return {"id": account_id} if account_id else {"name": name}  # type: ignore[dict-item]
+    return None
+
+
+def _message(
+    get: Any, action: str | None, who: str, owner: dict[str, Any], account: dict[str, Any]
+) -> str:
     target = (
-        _str(_obj(event, "app").get("name"))
-        or _str(_obj(event, "team").get("name"))
-        or _str(_obj(event, "owner").get("email"))
-        or _str(_obj(event, "enterprise_account").get("name"))
+        _text(_obj(get("app")).get("name"))
+        or _text(_obj(get("team")).get("name"))
+        or _text(owner.get("email"))
+        or _text(account.get("name"))
     )
     text = f"{who} {action or 'unknown event'}"
     return f"{text} {target}" if target else text
@@ -287,29 +305,22 @@ def to_ecs(event: dict[str, Any], read_at: str, include_original: bool = False) 
     """Map one Heroku event to one ECS object; `read_at` is this run's read time, formatted.
     ValueError when its created_at is present but not a usable time."""
     moment = parse_time(event.get("created_at"))
-    return _to_ecs(event, event_key(event), read_at, include_original, moment, False)
+    timestamp = format_time(moment) if moment is not None else None
+    return _to_ecs(event, event_key(event), read_at, include_original, timestamp, False)
 
 
 _HEROKU_PARTS = ("type", "action", "app", "owner", "team", "enterprise_account", "data")
 
 
-def _to_ecs(
-    event: dict[str, Any],
-    key: str,
-    read_at: str,
-    include_original: bool,
-    moment: datetime | None,
-    fragments: bool = True,
+def _ecs_event(
+    key: str, object_type: object, verb: object, read_at: str, original: str | None
 ) -> dict[str, Any]:
-    """to_ecs; with `fragments`, parts of `heroku` may be orjson Fragments (for render)."""
-    get = event.get
-    object_type, verb = get("type"), get("action")
+    """The `event` object: what the event is (from its type and action) and when it was read."""
     if isinstance(object_type, str) and isinstance(verb, str):
         action, category, event_type = _classified(object_type, verb)
     else:
         action = None
         category, event_type = categorize(object_type, verb)
-
     ecs_event: dict[str, Any] = {"kind": "event", "id": key}
     if action:
         ecs_event["action"] = action
@@ -321,49 +332,104 @@ def _to_ecs(
     ecs_event["dataset"] = "heroku.audit"
     ecs_event["provider"] = "heroku"
     ecs_event["created"] = read_at
-    if include_original:
-        ecs_event["original"] = orjson.dumps(event).decode()
+    if original is not None:
+        ecs_event["original"] = original
+    return ecs_event
 
-    if moment is not None:
-        timestamp = format_time(moment)
-    elif get("created_at") is None:  # absent or null: the read time, so every line has a time
-        timestamp = read_at
+
+@lru_cache(maxsize=1024)
+def _ecs_event_around_id(
+    object_type: str | None, verb: str | None, read_at: str
+) -> tuple[bytes, bytes]:
+    """The `event` object's JSON before and after its id's value: the same for every event of
+    one type.action in a run, so it is serialized once."""
+    head, _, tail = orjson.dumps(_ecs_event("", object_type, verb, read_at, None)).partition(
+        b'"id":""'
+    )
+    return head + b'"id":', tail
+
+
+def _ecs_event_fragment(
+    key: str, object_type: object, verb: object, read_at: str, include_original: bool
+) -> orjson.Fragment | dict[str, Any]:
+    if include_original:
+        return _ecs_event(key, object_type, verb, read_at, None)  # `original` added by caller
+    head, tail = _ecs_event_around_id(
+        object_type if isinstance(object_type, str) else None,
+        verb if isinstance(verb, str) else None,
+        read_at,
+    )
+    return orjson.Fragment(head + orjson.dumps(key) + tail)
+
+
+def _heroku(event: dict[str, Any], fragments: bool) -> Any:
+    """The `heroku` object: the source's own parts, nulls and empty objects left out (None
+    when nothing is left). The usual event has neither: it is serialized in one call and
+    passed to orjson as a Fragment instead of being walked in Python."""
+    get = event.get
+    parts = {name: part for name in _HEROKU_PARTS if (part := get(name)) is not None}
+    if fragments:
+        encoded = orjson.dumps(parts)
+        # Compact JSON: a null is `null`, an empty object as a value is `:{}` (an empty part
+        # is `:{}` too). Either text inside a string only sends the event the slow way.
+        if b"null" not in encoded and b":{}" not in encoded:
+            return orjson.Fragment(encoded) if parts else None
+    cleaned = {name: strip_nulls(part) for name, part in parts.items()}
+    cleaned = {name: part for name, part in cleaned.items() if part != {}}
+    return cleaned or None
+
+
+def _to_ecs(
+    event: dict[str, Any],
+    key: str,
+    read_at: str,
+    include_original: bool,
+    timestamp: str | None,
+    fragments: bool = True,
+) -> dict[str, Any]:
+    """to_ecs; with `fragments`, `event` and `heroku` may be orjson Fragments (for render)."""
+    get = event.get
+    object_type, verb = get("type"), get("action")
+    if fragments:
+        ecs_event = _ecs_event_fragment(key, object_type, verb, read_at, include_original)
     else:
-        raise ValueError(f"created_at {str(get('created_at'))[:60]!r} is not a usable time")
+        ecs_event = _ecs_event(key, object_type, verb, read_at, None)
+    if include_original:
+        ecs_event["original"] = orjson.dumps(event).decode()  # type: ignore[index]
+
+    if timestamp is None:
+        if get("created_at") is not None:
+            raise ValueError(f"created_at {str(get('created_at'))[:60]!r} is not a usable time")
+        timestamp = read_at  # absent or null: the read time, so every line has a time
     out: dict[str, Any] = {"@timestamp": timestamp, "ecs": _ECS, "event": ecs_event}
 
-    actor, owner, data = _obj(event, "actor"), _obj(event, "owner"), _obj(event, "data")
-    user = {key: actor[key] for key in ("id", "email") if _str(actor.get(key))}
-    if user:
-        out["user"] = user
-    ip_address = _str(_obj(event, "request").get("ip_address"))
+    actor, owner, data = _obj(get("actor")), _obj(get("owner")), _obj(get("data"))
+    actor_id, actor_email = _text(actor.get("id")), _text(actor.get("email"))
+    if actor_id and actor_email:
+        out["user"] = {"id": actor_id, "email": actor_email}
+    elif actor_id or actor_email:
+        out["user"] = {"id": actor_id} if actor_id else {"email": actor_email}
+    ip_address = _text(_obj(get("request")).get("ip_address"))
     if ip_address:
         out["source"] = {"ip": ip_address}
-
-    related: dict[str, list[str]] = {}
-    related_users = _related_users(actor, owner, data)
-    if related_users:
-        related["user"] = related_users
-    if ip_address:
-        related["ip"] = [ip_address]
-    if related:
-        out["related"] = related
-
-    account = _obj(event, "enterprise_account")
-    organization = {key: account[key] for key in ("id", "name") if _str(account.get(key))}
-    if organization:
+    related_users = _related_users(actor_email, actor_id, owner, data)
+    if related_users and ip_address:
+        out["related"] = {"user": related_users, "ip": [ip_address]}
+    elif related_users or ip_address:
+        out["related"] = {"user": related_users} if related_users else {"ip": [ip_address]}
+    account = _obj(get("enterprise_account"))
+    organization = _organization(account)
+    if organization is not None:
         out["organization"] = organization
 
-    heroku = {}
-    for name in _HEROKU_PARTS:
-        part = get(name)
-        if type(part) is not str:  # type and action are strings: kept as they are
-            part = _clean_part(part, fragments)
-        if part is not None:
-            heroku[name] = part
-    if heroku:
+    heroku = _heroku(event, fragments)
+    if heroku is not None:
         out["heroku"] = heroku
-    out["message"] = _message(event, action, actor)
+    action = (
+        f"{object_type}.{verb}" if isinstance(object_type, str) and isinstance(verb, str) else None
+    )
+    who = actor_email or actor_id or "unknown actor"
+    out["message"] = _message(get, action, who, owner, account)
     return out
 
 
@@ -380,7 +446,15 @@ def render(
     event: dict[str, Any], output_format: str, read_at: str, include_original: bool = False
 ) -> Rendered:
     """One output line for one event; never raises (DESIGN §6: nothing stalls the feed)."""
-    moment = parse_time(event.get("created_at"))
+    created_at = event.get("created_at")
+    moment: datetime | None
+    timestamp: str | None
+    fast = _heroku_time(created_at)
+    if fast is not None:
+        moment, timestamp = fast
+    else:
+        moment = parse_time(created_at)
+        timestamp = format_time(moment) if moment is not None else None
     key = event_key(event)
     order = (moment or _LATEST, key)
     try:
@@ -389,7 +463,7 @@ def render(
         if output_format == "heroku":
             return Rendered(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE), order)
         line = orjson.dumps(
-            _to_ecs(event, key, read_at, include_original, moment),
+            _to_ecs(event, key, read_at, include_original, timestamp),
             option=orjson.OPT_APPEND_NEWLINE,
         )
     except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError) as error:
