@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Runs inside the archive. Kept to the standard library and small on purpose.
 BOOTSTRAP = """\
-import atexit, os, shutil, stat, sys, tempfile, zipfile
+# zipfile, shutil, tempfile and compileall are imported only where needed: a warm start
+# (the usual one) pays for none of them.
+import os, stat, sys
 from pathlib import Path
 
 BUILD_ID = "{build_id}"
@@ -69,21 +71,25 @@ def cache_root():
         Path(base).mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError:
         pass
+    if private(Path(base) / "heroku-audit-trail") is not None:
+        return Path(base) / "heroku-audit-trail"
     # A service user has no writable home: a private directory of its own under /tmp.
-    for root in (
-        Path(base) / "heroku-audit-trail",
-        Path(tempfile.gettempdir()) / f"heroku-audit-trail-{{os.getuid()}}",
-    ):
-        if private(root) is not None:
-            return root
-    return None
+    import tempfile
+
+    fallback = Path(tempfile.gettempdir()) / f"heroku-audit-trail-{{os.getuid()}}"
+    return fallback if private(fallback) is not None else None
 
 
 def extract(into):
+    import compileall, zipfile
+
     with zipfile.ZipFile(os.path.dirname(os.path.abspath(__file__))) as archive:
         for member in archive.namelist():
             if member.startswith("lib/"):
                 archive.extract(member, into)
+    # Compiled once here, so every later start loads bytecode even where writing it is off
+    # (PYTHONDONTWRITEBYTECODE) or the directory is not writable.
+    compileall.compile_dir(str(into / "lib"), quiet=2)
     for folder, _, _ in os.walk(into):  # whatever the umask: writable by us alone
         os.chmod(folder, 0o700)
     return into / "lib"
@@ -91,6 +97,8 @@ def extract(into):
 
 def scratch_copy():
     # Unpacked for this run only, in a fresh private directory, removed at exit.
+    import atexit, shutil, tempfile
+
     scratch = Path(tempfile.mkdtemp(prefix="heroku-audit-trail-"))
     if not trusted_parents(scratch):
         sys.stderr.write(
@@ -109,6 +117,8 @@ def unpacked():
         return scratch_copy()
     target = root / f"pyz-{{BUILD_ID}}"
     if not target.exists():
+        import shutil, tempfile
+
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
         try:
             os.rename(extract(staging), target)  # atomic: a concurrent run uses either copy
@@ -133,7 +143,7 @@ def build(out: Path, python: str = sys.executable) -> Path:
         lib = stage / "lib"
         pip = [python, "-m", "pip", "install", "--quiet", "--no-compile"]
         subprocess.run([*pip, "--target", str(lib), str(ROOT)], check=True)
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(BOOTSTRAP.encode())  # a new way of unpacking, a new copy
         for path in sorted(lib.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(lib)).encode())

@@ -101,3 +101,29 @@ def test_unwritable_dir_keeps_the_old_state(tmp_path: Path) -> None:
     finally:
         thaw_dir(store.state_dir)
     assert store.path.read_bytes() == before
+
+
+def test_an_unchanged_state_is_not_rewritten_but_writability_is_still_proven(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "state", PARTITION)
+    store.ensure_dir()
+    store.save(make_state())
+    reader = StateStore(tmp_path / "state", PARTITION)
+    state = reader.load()
+    assert state is not None
+    inode = store.path.stat().st_ino
+    reader.prove_writable(state)  # the probe of every poll
+    reader.save(state)  # e.g. a day that answered 304
+    assert store.path.stat().st_ino == inode  # not replaced
+    assert [p.name for p in store.state_dir.iterdir()] == [store.path.name]  # no probe left
+    state.last_run = {"started_at": "2026-11-25T10:00:00.000000Z"}
+    reader.save(state)
+    assert store.path.stat().st_ino != inode and reader.load() == state
+    if not freeze_dir(store.state_dir):
+        pytest.skip("cannot make a read-only directory here")
+    try:
+        with pytest.raises(StateWriteError):
+            reader.prove_writable(state)  # unchanged, yet the directory takes no write
+    finally:
+        thaw_dir(store.state_dir)

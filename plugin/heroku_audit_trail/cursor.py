@@ -193,6 +193,7 @@ class StateStore:
         stem = partition.file_stem()
         self.path = state_dir / f"{stem}.json"
         self.lock_path = state_dir / f"{stem}.lock"
+        self.on_disk: bytes | None = None  # the file's bytes as last read or written here
 
     def ensure_dir(self) -> None:
         ensure_state_dir(self.state_dir)
@@ -204,11 +205,28 @@ class StateStore:
         state = parse_state(self.path, raw)
         if state.partition != self.partition.as_dict():
             raise _corrupt(self.path, "it belongs to another partition")
+        self.on_disk = raw
         return state
 
     def save(self, state: State) -> None:
+        """Write `state`, unless the file already holds exactly it (a large open day makes a
+        state file of megabytes: no rewrite for nothing)."""
         payload = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
-        write_atomic(self.path, payload)
+        if payload != self.on_disk:
+            write_atomic(self.path, payload)
+            self.on_disk = payload
+
+    def prove_writable(self, state: State) -> None:
+        """StateWriteError unless a save can succeed now (read-only or full disk, lost
+        permissions), before anything is printed. An unchanged state is not rewritten: a
+        small file is written, synced and removed instead."""
+        payload = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+        if payload != self.on_disk:
+            self.save(state)
+            return
+        probe = self.state_dir / f".probe-{self.path.stem}.json"
+        write_atomic(probe, b"{}\n")
+        remove_file(probe)
 
     def remove(self) -> bool:
         return remove_file(self.path)

@@ -230,7 +230,7 @@ class Poller:
             state.closed_through = first_closed_through(self.trusted_today(today), lookback)
         self._rewind_if_ahead(state, today)
         # Prove the state is writable before printing anything (a full or read-only disk).
-        store.save(state)
+        store.prove_writable(state)
         account_id = state.account["id"] if state.account else None
         if account_id in self.accounts_read:
             self.log.warning(
