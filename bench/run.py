@@ -145,7 +145,12 @@ def state_save(path: Path, rounds: int = 5) -> dict[str, Any]:
     store.path = path
     payload = path.read_bytes()
     floor = median_of(rounds, lambda: write_atomic(path, payload))
-    ours = median_of(rounds, lambda: store.save(state))
+
+    def save() -> None:
+        store.on_disk = None  # as if the state had changed: serialized and written
+        store.save(state)
+
+    ours = median_of(rounds, save)
     return {"bytes": len(payload), "floor_s": floor, "ours_s": ours, "ratio": ours / floor}
 
 
