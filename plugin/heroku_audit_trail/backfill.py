@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
@@ -39,7 +39,7 @@ from heroku_audit_trail.errors import (
     UsageError,
 )
 from heroku_audit_trail.logs import Log
-from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.output import EventWriter, Progress, StopGuard
 from heroku_audit_trail.poll import each_partition
 from heroku_audit_trail.window import date_range, new_events, parse_day
 
@@ -163,38 +163,6 @@ class ProgressRecord:
         remove_file(self.path)
 
 
-class Progress:
-    """A live line on a terminal: done of total, events, requests, rate limit, ETA. Cleared
-    before any log line, so the two never collide."""
-
-    def __init__(self, stream: TextIO | None, total: int) -> None:
-        self.stream = stream if stream is not None and stream.isatty() else None
-        self.total = total
-        self.started = time.monotonic()
-        self._shown = False
-
-    def show(self, what: str, done: int, events: int, client: HerokuClient) -> None:
-        if self.stream is None:
-            return
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / done * (self.total - done) if done else 0.0
-        remaining = client.rate_limit_remaining
-        line = (
-            f"backfill {what}: {done}/{self.total} days, {events} events, "
-            f"{client.requests_made} requests, RateLimit-Remaining "
-            f"{'?' if remaining is None else remaining}, ETA {eta:.0f} s"
-        )
-        self.stream.write("\r\x1b[K" + line)
-        self.stream.flush()
-        self._shown = True
-
-    def clear(self) -> None:
-        if self.stream is not None and self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False
-
-
 class Backfill:
     def __init__(
         self,
@@ -229,7 +197,7 @@ class Backfill:
             days = date_range(state.since, state.until)
             if state.completed_through is not None:
                 days = [day for day in days if day > state.completed_through]
-            progress = Progress(sys.stderr, len(days))
+            progress = Progress(sys.stderr, len(days), "backfill")
             self.log.before_write = progress.clear
             started, requests_before = time.monotonic(), self.client.requests_made
             run = _Run(self, plan, record, progress, state)

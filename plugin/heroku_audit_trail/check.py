@@ -14,7 +14,7 @@ from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore, remove_file, write_atomic
 from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockHeldError
-from heroku_audit_trail.logs import log
+from heroku_audit_trail.logs import Log
 
 
 @dataclass
@@ -116,23 +116,28 @@ def record_of(code: int, steps: list[Step], facts: dict[str, Any]) -> dict[str, 
     return record
 
 
-def report(enterprise: str, code: int, steps: list[Step]) -> None:
+def report(enterprise: str, code: int, steps: list[Step], log: Log) -> None:
     """The steps for a person, on stdout; the failure on stderr too, where shippers look,
     unless both are the same terminal (a person would read it twice)."""
     lines = [f"{enterprise}: {'OK, polling will work' if code == EX_OK else 'FAILED'}"]
     lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
-    log_failure(enterprise, code, steps, same_terminal=sys.stdout.isatty() and sys.stderr.isatty())
+    same_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    log_failure(enterprise, code, steps, log, same_terminal)
 
 
-def log_failure(enterprise: str, code: int, steps: list[Step], same_terminal: bool) -> None:
+def log_failure(
+    enterprise: str, code: int, steps: list[Step], log: Log, same_terminal: bool
+) -> None:
     failed = [step for step in steps if step.status == "fail"]
     if failed and not same_terminal:
         log.error(failed[0].detail, enterprise=enterprise, check=failed[0].name, exit_code=code)
 
 
-def run_check(settings: Settings, make_client: Callable[[], HerokuClient], as_json: bool) -> int:
+def run_check(
+    settings: Settings, make_client: Callable[[], HerokuClient], as_json: bool, log: Log
+) -> int:
     """Diagnose each enterprise account; the token's absence is a failed step, too. With
     --json, one document: the account's record, or for several {ok, exit_code, accounts}."""
     results: list[tuple[str, int, list[Step], dict[str, Any]]] = []
@@ -150,7 +155,7 @@ def run_check(settings: Settings, make_client: Callable[[], HerokuClient], as_js
     first_failure = next((code for _, code, _, _ in results if code), EX_OK)
     if not as_json:
         for enterprise, code, steps, _ in results:
-            report(enterprise, code, steps)
+            report(enterprise, code, steps, log)
         return first_failure
     records = [record_of(code, steps, facts) for _, code, steps, facts in results]
     document: dict[str, Any] = records[0]
@@ -159,5 +164,5 @@ def run_check(settings: Settings, make_client: Callable[[], HerokuClient], as_js
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE))
     sys.stdout.flush()
     for enterprise, code, steps, _ in results:
-        log_failure(enterprise, code, steps, same_terminal=False)
+        log_failure(enterprise, code, steps, log, same_terminal=False)
     return first_failure

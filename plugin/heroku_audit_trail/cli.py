@@ -34,7 +34,7 @@ from heroku_audit_trail.errors import (
     OutputClosedError,
     UsageError,
 )
-from heroku_audit_trail.logs import capture_library_logs, log
+from heroku_audit_trail.logs import Log, capture_library_logs
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller, due_enterprises, utc_now
 from heroku_audit_trail.window import parse_day
@@ -64,8 +64,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         hint = self._did_you_mean(message)
-        log.error(f"usage: {self.prog}: {message}{hint} (see --help)", exit_code=EX_USAGE)
-        sys.exit(EX_USAGE)
+        raise UsageError(f"usage: {self.prog}: {message}{hint} (see --help)")
 
     def _did_you_mean(self, message: str) -> str:
         known = _words(self)
@@ -283,6 +282,16 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
         "  heroku-audit-trail backfill --since 90d >> history.jsonl   # >>: a rerun carries on\n"
         "  heroku-audit-trail backfill --since 2026-01-01 --until 2026-06-30 --archives\n",
     ),
+    "events": (
+        "Look up the events of a range of days (default today) as a person would: filtered "
+        "by the API (--type, --action, --actor) and by app, a table on a terminal, ECS JSON "
+        "lines otherwise. Keeps no state and takes no lock: safe beside a running poll.",
+        "examples:\n"
+        "  heroku-audit-trail events --since yesterday --type app --action destroy\n"
+        "  heroku-audit-trail events --since 7d --actor alice@example.com\n"
+        "  heroku-audit-trail events --since 30d --app acme-prod --limit 20\n"
+        "  heroku-audit-trail events --since 7d --output jsonl | jq -r .message\n",
+    ),
     "state": (
         "What the state directory holds: list every cursor, show one, or reset one.",
         "examples:\n  heroku-audit-trail state list\n  heroku-audit-trail state show --json\n",
@@ -352,6 +361,34 @@ def build_parser() -> Parser:
     days.add_argument(
         "--archives", action="store_true", help="read the monthly archives (SHA-256 checked)"
     )
+    events = command(
+        "events",
+        "look events up: a table on a terminal, JSON lines otherwise",
+        [*reading, hidden(output_flags()), hidden(poll_flags())],
+    )
+    look_up = events.add_argument_group("look-up")
+    look_up.add_argument(
+        "--since",
+        type=day_argument,
+        metavar="DAY",
+        help="first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC; default today)",
+    )
+    look_up.add_argument(
+        "--until", type=day_argument, metavar="DAY", help="last day, inclusive (default today)"
+    )
+    look_up.add_argument("--app", metavar="NAME", help="only events about this app (name or id)")
+    look_up.add_argument(
+        "--limit",
+        type=_number(int, 1),
+        metavar="N",
+        help="only the N most recent events; older days are then not read",
+    )
+    look_up.add_argument(
+        "--output",
+        choices=["table", "jsonl", "heroku"],
+        help="table, ECS JSON lines or the API's objects (default: table on a terminal, "
+        "jsonl otherwise)",
+    )
     state = command("state", "list, show or reset the cursors", [])
     state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
     unused = [hidden(api_flags()), hidden(output_flags()), hidden(poll_flags())]
@@ -400,7 +437,9 @@ DOCUMENTED: dict[str, frozenset[str]] = {
 }
 
 
-def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+def build_settings(
+    args: argparse.Namespace, env: Mapping[str, str], log: Log | None = None
+) -> Settings:
     def flag(name: str, default: Any = None) -> Any:
         """A flag's value, or `default` for a command that does not have that flag."""
         return getattr(args, name, default)
@@ -429,13 +468,13 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         )
     for name, value in filters:
         if name in ("type", "action") and value not in DOCUMENTED[name]:
-            log.warning(
+            (log or Log()).warning(
                 f"--{name} {value!r} is not a documented Heroku audit-trail {name} "
                 f"(e.g. {', '.join(sorted(DOCUMENTED[name])[:4])}); the API may return nothing"
             )
     metrics = flag("metrics_file") or env.get("HEROKU_AUDIT_METRICS_FILE")
     max_runtime = flag("max_runtime")
-    if max_runtime is None and args.command != "backfill":  # backfill: no deadline unless asked
+    if max_runtime is None and args.command not in ("backfill", "events"):  # people's: none
         max_runtime = pick(None, "HEROKU_AUDIT_MAX_RUNTIME", 1.0, 50.0)
     return Settings(
         enterprises=parse_enterprises(args.enterprise, env),
@@ -453,7 +492,7 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
     )
 
 
-def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
+def make_client(settings: Settings, env: Mapping[str, str], log: Log) -> HerokuClient:
     from heroku_audit_trail.api import Deadline, HerokuClient
 
     token = load_token(settings.token_file, env, settings.api_url)
@@ -468,7 +507,7 @@ def make_client(settings: Settings, env: Mapping[str, str]) -> HerokuClient:
     )
 
 
-def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> int:
+def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
     started = utc_now()
     due = due_enterprises(settings, started, log)
     # Only partitions this run skipped (0) or ran get a mark; one a stop never reached, none.
@@ -476,7 +515,7 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> in
     try:
         if not due:
             return 0
-        client = make_client(settings, env)
+        client = make_client(settings, env, log)
         stdout = stdout_binary()
         writer = EventWriter(stdout, log, guard)
         writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
@@ -490,10 +529,12 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard) -> in
         raise
     finally:
         if settings.metrics_file is not None:
-            publish_metrics(settings, started, exit_codes)
+            publish_metrics(settings, started, exit_codes, log)
 
 
-def publish_metrics(settings: Settings, started: datetime, exit_codes: dict[str, int]) -> None:
+def publish_metrics(
+    settings: Settings, started: datetime, exit_codes: dict[str, int], log: Log
+) -> None:
     """--metrics-file, after every run; a failure to write it is logged, never the run's."""
     from heroku_audit_trail.cursor import Partition, StateStore
     from heroku_audit_trail.metrics import RunMark, collect, render, write_metrics
@@ -520,25 +561,25 @@ def arm_deadline(settings: Settings, guard: StopGuard) -> None:
         )
 
 
-def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard) -> int:
+def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
     if args.command == "demo":
         from heroku_audit_trail.demo import run_demo
 
-        return run_demo(args.seed, guard)
+        return run_demo(args.seed, guard, log)
     if args.command == "state" and args.state_command == "list":
         from heroku_audit_trail.state_cmd import run_state_list
 
         state_dir = args.state_dir or env.get("HEROKU_AUDIT_STATE_DIR")
         return run_state_list(
-            Path(state_dir).expanduser() if state_dir else default_state_dir(), args.json
+            Path(state_dir).expanduser() if state_dir else default_state_dir(), args.json, log
         )
-    settings = build_settings(args, env)
+    settings = build_settings(args, env, log)
     if args.command == "poll":
-        return run_poll(settings, env, guard)
+        return run_poll(settings, env, guard, log)
     if args.command == "check":
         from heroku_audit_trail.check import run_check
 
-        return run_check(settings, lambda: make_client(settings, env), as_json=args.json)
+        return run_check(settings, lambda: make_client(settings, env, log), args.json, log)
     if args.command == "backfill":
         from heroku_audit_trail.backfill import run_backfill
 
@@ -547,7 +588,7 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
         arm_deadline(settings, guard)
         return run_backfill(
             settings,
-            make_client(settings, env),
+            make_client(settings, env, log),
             writer,
             guard,
             log,
@@ -556,6 +597,15 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
             args.archives,
             tuple(getattr(args, "command_line", ())),
         )
+    if args.command == "events":
+        from heroku_audit_trail.events import Query, resolve_days, run_events
+
+        since, until = resolve_days(args.since, args.until, datetime.now(timezone.utc).date())
+        output = args.output or ("table" if sys.stdout.isatty() else "jsonl")
+        query = Query(since, until, args.app, args.limit, output)
+        arm_deadline(settings, guard)
+        client = make_client(settings, env, log)
+        return run_events(settings, client, query, stdout_binary(), log, guard)
     from heroku_audit_trail.state_cmd import run_state
 
     return run_state(
@@ -563,6 +613,7 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard)
         args.state_command,
         confirmed=getattr(args, "yes", False),
         as_json=getattr(args, "json", False),
+        log=log,
     )
 
 
@@ -591,8 +642,13 @@ def reserve_standard_fds() -> None:
                     os.close(devnull)
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    log: Log | None = None,
+) -> int:
     env = os.environ if env is None else env
+    log = Log() if log is None else log
     guard = StopGuard()
     guard.install()
     for name in ("HEROKU_API_KEY", "HEROKU_API_TOKEN"):
@@ -612,7 +668,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             build_parser().print_help(sys.stderr)
             return EX_USAGE
         args.command_line = arguments
-        code = dispatch(args, env, guard)
+        code = dispatch(args, env, guard, log)
         guard.settle()
     except AuditTrailError as error:
         guard.settle()
@@ -636,8 +692,9 @@ def run() -> NoReturn:
     SIGINT is ignored: the run's work is saved, and Python's shutdown restores the default
     handlers, so a signal arriving now would turn a clean exit into "killed by signal"."""
     reserve_standard_fds()
+    log = Log()
     capture_library_logs(log)  # the process's own: not for main() called in-process by tests
-    code = main()
+    code = main(log=log)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from heroku_audit_trail.api import Deadline, HerokuClient
 from heroku_audit_trail.config import Secret, Settings
-from heroku_audit_trail.logs import log
+from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 
 
-def run_demo(seed: int, guard: StopGuard) -> int:
+def run_demo(seed: int, guard: StopGuard, log: Log) -> int:
     config = SimulatorConfig(seed=seed, events_per_day=6, history_days=1)
     with Simulator(config) as simulator, tempfile.TemporaryDirectory() as state_dir:
         settings = Settings(

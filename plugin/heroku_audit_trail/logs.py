@@ -1,102 +1,192 @@
-"""Diagnostics on stderr: JSON lines for shippers, short text for people. Secrets are masked."""
+"""Diagnostics on stderr, on the standard `logging` module: JSON lines for shippers, short
+text for people, secrets masked. Our records and every library's (urllib3, requests, Python
+warnings) take the same path: one handler, one masking filter, one formatter.
+
+A `Log` is made once per run by the CLI and passed to whatever reports something.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
 LOGGER_NAME = "heroku-audit-trail"
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 8
+LEVEL_NAMES = {logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
 
 
-class Log:
-    """Writes one line per record; `log.logger` tells these lines apart from events."""
+def _level(record: logging.LogRecord) -> str:
+    if record.levelno >= logging.ERROR:
+        return "error"
+    return LEVEL_NAMES.get(record.levelno, "warning" if record.levelno > logging.INFO else "info")
 
-    def __init__(self, log_format: str = "text", stream: TextIO | None = None) -> None:
-        self.log_format = log_format
-        self.stream = stream
-        self._secrets: list[str] = []
-        self.before_write: Callable[[], None] | None = None  # e.g. clear a progress line
 
-    def add_secret(self, secret: str) -> None:
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's keyword fields; a library's record says which logger it came from."""
+    fields: dict[str, Any] = dict(getattr(record, "fields", None) or {})
+    if record.name != LOGGER_NAME:
+        fields["origin"] = record.name
+    return fields
+
+
+class MaskSecrets(logging.Filter):
+    """Replaces every registered secret in a record's message and fields, whoever logged it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+
+    def add(self, secret: str) -> None:
         # Real tokens are long (a UUID, or HRKU-...); masking "x" would mangle every line.
-        if len(secret) >= MIN_SECRET_LENGTH and secret not in self._secrets:
-            self._secrets.append(secret)
+        if len(secret) >= MIN_SECRET_LENGTH and secret not in self.secrets:
+            self.secrets.append(secret)
 
     def mask(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         return text
 
-    def info(self, message: str, **fields: Any) -> None:
-        self._emit("info", message, fields)
+    def _masked(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask(value)
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, dict):
+            return {str(key): self._masked(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._masked(item) for item in value]
+        return self.mask(str(value))  # a path, an exception: as the text it would print
 
-    def warning(self, message: str, **fields: Any) -> None:
-        self._emit("warning", message, fields)
-
-    def error(self, message: str, **fields: Any) -> None:
-        self._emit("error", message, fields)
-
-    def _emit(self, level: str, message: str, fields: dict[str, Any]) -> None:
-        fields = {key: value for key, value in fields.items() if value is not None}
-        if self.log_format == "json":
-            record = {
-                "@timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                "log.level": level,
-                "log.logger": LOGGER_NAME,
-                "message": message,
-                **fields,
-            }
-            try:
-                line = orjson.dumps(record, default=str).decode()
-            except TypeError:  # a lone surrogate in what Heroku sent: escape it, never fail
-                line = json.dumps(record, default=str, ensure_ascii=True)
-        else:
-            details = " ".join(f"{key}={value}" for key, value in fields.items())
-            prefix = "" if level == "info" else f"{level}: "
-            line = f"{LOGGER_NAME}: {prefix}{message}" + (f" ({details})" if details else "")
-        stream = self.stream or sys.stderr
-        if stream is None:
-            return  # started without stderr: nothing can be told, and the run goes on
-        if self.before_write is not None:
-            self.before_write()
-        try:
-            stream.write(self.mask(line) + "\n")
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # stderr gone: nothing else can be told
-
-
-log = Log()
-
-
-class _Forward(logging.Handler):
-    """Library log records (urllib3's, requests') become lines of ours: JSON for a shipper,
-    masked like ours, never the plain text of logging's last-resort handler."""
-
-    def __init__(self, target: Log) -> None:
-        super().__init__(logging.WARNING)
-        self.target = target
-
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a library's bad format string must not stop a run
             message = str(record.msg)
-        level = "error" if record.levelno >= logging.ERROR else "warning"
-        self.target._emit(level, message, {"origin": record.name})
+        record.msg, record.args = self.mask(message), None
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.fields = self._masked(fields)
+        record.exc_info = record.exc_text = record.stack_info = None  # never a traceback
+        return True
 
 
-def capture_library_logs(target: Log) -> None:
-    """Route the logging module and Python warnings (e.g. urllib3's) through `target`."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: @timestamp, log.level, log.logger, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, timezone.utc)
+        document = {
+            "@timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "log.level": _level(record),
+            "log.logger": LOGGER_NAME,  # tells these lines apart from events
+            "message": record.getMessage(),
+            **_fields(record),
+        }
+        try:
+            return orjson.dumps(document, default=str).decode()
+        except TypeError:  # a lone surrogate in what Heroku sent: escape it, never fail
+            return json.dumps(document, default=str, ensure_ascii=True)
+
+
+class TextFormatter(logging.Formatter):
+    """`heroku-audit-trail: warning: message (key=value ...)` for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = _level(record)
+        details = " ".join(f"{key}={value}" for key, value in _fields(record).items())
+        prefix = "" if level == "info" else f"{level}: "
+        line = f"{LOGGER_NAME}: {prefix}{record.getMessage()}"
+        return line + (f" ({details})" if details else "")
+
+
+class StderrHandler(logging.Handler):
+    """Writes to `stream`, else to sys.stderr as it is at that moment (a test may swap it; a
+    process started without one has None). A write that fails is dropped without a word:
+    with stderr gone nothing can be told, and the run goes on."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(logging.INFO)
+        self.stream = stream
+        self.before_write: Callable[[], None] | None = None  # e.g. clear a progress line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = self.stream or sys.stderr
+        if stream is None:
+            return
+        line = self.format(record)
+        if self.before_write is not None:
+            self.before_write()
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass  # logging's default prints a traceback to stderr: never that
+
+
+if TYPE_CHECKING:
+    _Adapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _Adapter = logging.LoggerAdapter
+
+
+class Log(_Adapter):
+    """The run's logger: `log.warning("text", enterprise="acme")`, keyword fields becoming
+    the record's `fields` (None values left out)."""
+
+    def __init__(self, log_format: str = "text", stream: TextIO | None = None) -> None:
+        # A logger of its own, outside logging's registry: two Logs (tests make many) never
+        # share handlers, and nothing a library configures reaches it.
+        logger = logging.Logger(LOGGER_NAME, logging.INFO)
+        self.handler = StderrHandler(stream)
+        self.secrets = MaskSecrets()
+        self.handler.addFilter(self.secrets)
+        logger.addHandler(self.handler)
+        super().__init__(logger, {})
+        self.log_format = log_format
+
+    @property
+    def log_format(self) -> str:
+        return "json" if isinstance(self.handler.formatter, JsonFormatter) else "text"
+
+    @log_format.setter
+    def log_format(self, value: str) -> None:
+        self.handler.setFormatter(JsonFormatter() if value == "json" else TextFormatter())
+
+    @property
+    def before_write(self) -> Callable[[], None] | None:
+        return self.handler.before_write
+
+    @before_write.setter
+    def before_write(self, hook: Callable[[], None] | None) -> None:
+        self.handler.before_write = hook
+
+    def add_secret(self, secret: str) -> None:
+        self.secrets.add(secret)
+
+    def mask(self, text: str) -> str:
+        return self.secrets.mask(text)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        fields = {key: value for key, value in kwargs.items() if value is not None}
+        return msg, {"extra": {"fields": fields}}
+
+
+def capture_library_logs(log: Log) -> None:
+    """Route the logging module's root (every library's records) and Python warnings (e.g.
+    urllib3's) through `log`'s handler: masked, formatted like ours, never logging's
+    last-resort plain text. For the process (cli.run), not for main() called in a test."""
     root = logging.getLogger()
-    if not any(isinstance(handler, _Forward) for handler in root.handlers):
-        root.addHandler(_Forward(target))
-    logging.captureWarnings(True)  # warnings.warn → the "py.warnings" logger → _Forward
+    for handler in [h for h in root.handlers if isinstance(h, StderrHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(log.handler)
+    logging.captureWarnings(True)  # warnings.warn → the "py.warnings" logger → the root

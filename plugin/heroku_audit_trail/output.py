@@ -12,11 +12,12 @@ import errno
 import select
 import signal
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import islice
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from heroku_audit_trail.errors import (
     EX_SIGINT,
@@ -27,6 +28,9 @@ from heroku_audit_trail.errors import (
     StoppedError,
 )
 from heroku_audit_trail.logs import Log
+
+if TYPE_CHECKING:  # not at run time: output is imported before requests is needed
+    from heroku_audit_trail.api import HerokuClient
 
 FLUENT_BIT_LINE_LIMIT = 4095  # fgets() into Fluent Bit's default 4096-byte Buf_Size
 _BATCH = 1000
@@ -232,3 +236,37 @@ class StopGuard:
                 self._grace_armed = False
                 signal.setitimer(signal.ITIMER_REAL, 0.0)
         self.check()
+
+
+class Progress:
+    """A live line on a terminal: done of total, events, requests, rate limit, ETA. Cleared
+    before any log line, so the two never collide."""
+
+    def __init__(self, stream: TextIO | None, total: int, label: str) -> None:
+        self.stream = stream if stream is not None and stream.isatty() else None
+        self.total = total
+        self.label = label
+        self.started = time.monotonic()
+        self._shown = False
+
+    def show(self, what: str, done: int, events: int, client: HerokuClient) -> None:
+        """`what` is the day (or month) under way; `client` tells requests and quota."""
+        if self.stream is None:
+            return
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        remaining = client.rate_limit_remaining
+        line = (
+            f"{self.label} {what}: {done}/{self.total} days, {events} events, "
+            f"{client.requests_made} requests, RateLimit-Remaining "
+            f"{'?' if remaining is None else remaining}, ETA {eta:.0f} s"
+        )
+        self.stream.write("\r\x1b[K" + line)
+        self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self.stream is not None and self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False

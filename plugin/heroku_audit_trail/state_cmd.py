@@ -18,10 +18,10 @@ from heroku_audit_trail.errors import (
     MalformedDataError,
     UsageError,
 )
-from heroku_audit_trail.logs import log
+from heroku_audit_trail.logs import Log
 
 
-def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool = False) -> int:
+def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool, log: Log) -> int:
     stores = [
         StateStore(settings.state_dir, Partition(enterprise, settings.filters))
         for enterprise in settings.enterprises
@@ -114,7 +114,7 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_state_list(state_dir: Path, as_json: bool) -> int:
+def run_state_list(state_dir: Path, as_json: bool, log: Log) -> int:
     """`state list`: every poll partition and backfill in progress in the state dir."""
     paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
     rows = [describe(path, state_dir) for path in paths if not path.name.startswith(".")]

@@ -1,0 +1,221 @@
+"""`events`: the read-only look-up for a person at a shell (DESIGN §3).
+
+"Who destroyed an app yesterday?", "what did alice@ do this week?": the events of a range of
+days, filtered, as a table on a terminal and ECS JSON lines otherwise. It keeps no state and
+takes no lock, so it can run beside a shipper's poll of the same account at any time.
+
+With `--limit N` the days are read newest first and reading stops once N events are in
+hand (like `aws cloudtrail lookup-events --max-results`); what is printed is always in
+`created_at` order, oldest first.
+"""
+
+from __future__ import annotations
+
+import sys
+import unicodedata
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, BinaryIO, TextIO
+
+from heroku_audit_trail.api import HerokuClient
+from heroku_audit_trail.config import Settings
+from heroku_audit_trail.ecs import event_key, format_time, render, sort_key
+from heroku_audit_trail.errors import EX_OK, UsageError
+from heroku_audit_trail.logs import Log
+from heroku_audit_trail.output import EventWriter, Progress, StopGuard
+from heroku_audit_trail.window import date_range, parse_day
+
+OUTPUTS = ("table", "jsonl", "heroku")
+HEADERS = ("TIME (UTC)", "ACTOR", "ACTION", "TARGET", "IP")
+
+
+@dataclass(frozen=True)
+class Query:
+    since: date
+    until: date
+    app: str | None = None  # a local filter: the app's name or id
+    limit: int | None = None  # the most recent N events of the range
+    output: str = "jsonl"
+
+
+def resolve_days(since: str | None, until: str | None, today: date) -> tuple[date, date]:
+    """The inclusive range (both default to today); UsageError for one that cannot hold
+    events. A range that runs past today stops at today."""
+    first = parse_day(since or "today", today)
+    last = min(parse_day(until or "today", today), today)
+    if first > today:
+        raise UsageError(f"--since {first} is after today ({today}, UTC): no events yet")
+    if first > last:
+        raise UsageError(f"--since {first} is after --until {last}")
+    return first, last
+
+
+def of_app(event: dict[str, Any], app: str) -> bool:
+    """The event is about the app named (case-insensitively) or with that id."""
+    subject = event.get("app")
+    if not isinstance(subject, dict):
+        return False
+    name, app_id = subject.get("name"), subject.get("id")
+    return (isinstance(name, str) and name.lower() == app.lower()) or app_id == app
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _part(event: dict[str, Any], key: str) -> dict[str, Any]:
+    value = event.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def row_of(event: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """One table row: time, actor, action, target (app, team, owner or account), IP."""
+    created = sort_key(event)[0]
+    time = created.strftime("%Y-%m-%d %H:%M:%S") if created.year < 9999 else "-"
+    actor = _part(event, "actor")
+    object_type, verb = _text(event.get("type")), _text(event.get("action"))
+    target = (
+        _text(_part(event, "app").get("name"))
+        or _text(_part(event, "team").get("name"))
+        or _text(_part(event, "owner").get("email"))
+        or _text(_part(event, "enterprise_account").get("name"))
+    )
+    return (
+        time,
+        _text(actor.get("email")) or _text(actor.get("id")) or "-",
+        f"{object_type or '?'}.{verb or '?'}" if object_type or verb else "-",
+        target or "-",
+        _text(_part(event, "request").get("ip_address")) or "-",
+    )
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (an escape sequence a server could
+    send) written out as \\x1b, \\n, ..."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def width(text: str) -> int:
+    """Columns `text` takes on a terminal: East Asian wide characters take two."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> list[str]:
+    """Columns as wide as their widest cell, two spaces apart; nothing is cut."""
+    cells = [[printable(cell) for cell in row] for row in [headers, *rows]]
+    widths = [max(width(row[column]) for row in cells) for column in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell + " " * (widths[n] - width(cell)) for n, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return lines
+
+
+class Lookup:
+    def __init__(
+        self, settings: Settings, client: HerokuClient, log: Log, stderr: TextIO | None
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.log = log
+        self.stderr = stderr
+
+    def days_of_events(
+        self, enterprise: str, days: list[date], query: Query
+    ) -> Generator[tuple[date, list[dict[str, Any]]], None, None]:
+        """(day, its matching events in created_at order), for each day in `days` order."""
+        account_id = self.client.enterprise_account(enterprise)["id"]
+        progress = Progress(self.stderr, len(days), f"events {enterprise}")
+        self.log.before_write = progress.clear
+        found = 0
+        try:
+            for done, day in enumerate(days):
+                if len(days) > 1:
+                    progress.show(day.isoformat(), done, found, self.client)
+                fetched = self.client.fetch_day(account_id, day, self.settings.filters)
+                unique = {event_key(event): event for event in fetched.events}
+                events = [
+                    event
+                    for event in unique.values()
+                    if query.app is None or of_app(event, query.app)
+                ]
+                events.sort(key=sort_key)
+                found += len(events)
+                yield day, events
+        finally:
+            progress.clear()
+            self.log.before_write = None
+
+
+def run_events(
+    settings: Settings,
+    client: HerokuClient,
+    query: Query,
+    out: BinaryIO,
+    log: Log,
+    guard: StopGuard | None = None,
+) -> int:
+    lookup = Lookup(settings, client, log, sys.stderr)
+    writer = EventWriter(out, log, guard)
+    writer.warn_long_lines = False  # a person's look-up, not Fluent Bit's input
+    read_at = format_time(datetime.now(timezone.utc))
+    output_format = "heroku" if query.output == "heroku" else "ecs"
+
+    def print_events(events: list[dict[str, Any]]) -> int:
+        lines = [render(e, output_format, read_at, settings.include_original) for e in events]
+        for rendered in lines:
+            if rendered.warning:
+                log.warning(rendered.warning)
+        return writer.write(rendered.line for rendered in lines)
+
+    days = date_range(query.since, query.until)
+    several = len(settings.enterprises) > 1
+    rows: list[tuple[str, ...]] = []
+    total = 0
+    for enterprise in settings.enterprises:
+        if query.limit is None and query.output != "table":
+            # Streamed a day at a time, oldest first: a pipe sees lines as days arrive.
+            for _, events in lookup.days_of_events(enterprise, days, query):
+                total += print_events(events)
+            continue
+        chosen = newest(lookup.days_of_events(enterprise, days[::-1], query), query.limit)
+        total += len(chosen)
+        if query.output == "table":
+            rows += [(*row_of(event), *([enterprise] if several else [])) for event in chosen]
+        else:
+            print_events(chosen)
+    if query.output == "table" and rows:
+        lines = table(rows, (*HEADERS, "ACCOUNT") if several else HEADERS)
+        writer.write(line.encode() + b"\n" for line in lines)
+    span = f"{query.since}" if query.since == query.until else f"{query.since}..{query.until}"
+    limited = query.limit is not None and total >= query.limit
+    log.info(
+        f"{'the ' if limited else ''}{total}{' most recent' if limited else ''} "
+        f"event{'' if total == 1 else 's'} on {span}",
+        enterprise=",".join(settings.enterprises),
+        requests=client.requests_made,
+        rate_limit_remaining=client.rate_limit_remaining,
+    )
+    return EX_OK
+
+
+def newest(
+    days: Generator[tuple[date, list[dict[str, Any]]], None, None], limit: int | None
+) -> list[dict[str, Any]]:
+    """The events of days given newest first, up to the `limit` most recent, oldest first.
+    Reading stops at the first day that completes the limit: no request for older days."""
+    kept: list[list[dict[str, Any]]] = []
+    count = 0
+    for _, events in days:
+        kept.append(events)
+        count += len(events)
+        if limit is not None and count >= limit:
+            days.close()  # now, so its progress line is cleared before anything is printed
+            break
+    chosen = [event for events in reversed(kept) for event in events]
+    return chosen[-limit:] if limit is not None else chosen

@@ -1,0 +1,184 @@
+"""`events`, the read-only look-up, through the real command against the simulator: JSON
+lines and the table (on a real pseudo-terminal), filters, --limit, no state and no lock."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import subprocess
+import unicodedata
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from heroku_audit_trail.ecs import sort_key
+from heroku_audit_trail.simulator import Simulator
+
+from .conftest import Cli, utc_today, window_ids
+
+
+def truth(sim: Simulator, days_back: int) -> list[dict[str, Any]]:
+    """The simulator's events from `days_back` days ago to today, in created_at order."""
+    today = utc_today()
+    events = [
+        event
+        for offset in range(days_back, -1, -1)
+        for event in sim.events_for_day(today - timedelta(days=offset))
+    ]
+    return sorted(events, key=sort_key)
+
+
+def on_a_terminal(cli: Cli, *args: str) -> tuple[int, str, str]:
+    """Run with stdout a pseudo-terminal (the table is for a person): code, stdout, stderr."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        cli.command(*args),
+        env=cli.env_for({"HEROKU_AUDIT_LOG_FORMAT": "text", "COLUMNS": "40"}, None),
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the program closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    _, stderr = process.communicate(timeout=60)
+    cli.check_secret(b"".join(chunks), stderr)
+    output = b"".join(chunks).decode().replace("\r\n", "\n")
+    return process.returncode, output, stderr.decode()
+
+
+def test_json_lines_are_the_range_in_order_and_nothing_is_kept(cli: Cli, sim: Simulator) -> None:
+    run = cli.run("events", "--since", "3d")
+    assert run.code == 0, run.stderr
+    expected = [event["id"] for event in truth(sim, 3)]
+    assert run.ids == expected  # every event of the four days, oldest first, once
+    assert all(line["event"]["kind"] == "event" for line in run.lines)
+    span = f"{utc_today() - timedelta(days=3)}..{utc_today()}"
+    assert run.logs[-1]["message"] == f"{len(expected)} events on {span}"
+    assert not cli.state_dir.exists()  # no state file, no lock file, no directory
+    poll = cli.run("poll")  # the look-up took nothing away from the shipper's feed
+    assert poll.code == 0 and set(poll.ids) == window_ids(sim)
+
+
+def test_api_filters_and_the_app_filter(cli: Cli, sim: Simulator) -> None:
+    events = truth(sim, 3)
+    destroys = [e["id"] for e in events if (e["type"], e["action"]) == ("app", "destroy")]
+    run = cli.run("events", "--since", "3d", "--type", "app", "--action", "destroy")
+    assert run.code == 0 and run.ids == destroys and destroys
+    actor = events[0]["actor"]["email"]
+    run = cli.run("events", "--since", "3d", "--actor", actor)
+    assert run.ids == [e["id"] for e in events if e["actor"]["email"] == actor]
+    app = next(e["app"]["name"] for e in events if "app" in e)
+    run = cli.run("events", "--since", "3d", "--app", app.upper())
+    assert run.ids == [e["id"] for e in events if e.get("app", {}).get("name") == app]
+    assert run.ids and all(line["heroku"]["app"]["name"] == app for line in run.lines)
+
+
+def test_limit_prints_the_most_recent_in_order_and_reads_no_older_day(
+    cli: Cli, sim: Simulator
+) -> None:
+    today = sim.events_for_day(utc_today())
+    assert len(today) >= 5
+    requests_before = sim.events_requests()
+    run = cli.run("events", "--since", "30d", "--limit", "5")
+    assert run.code == 0
+    assert run.ids == [event["id"] for event in sorted(today, key=sort_key)[-5:]]
+    assert sim.events_requests() - requests_before == 1  # today was enough: 30 days unread
+    assert "the 5 most recent events" in run.logs[-1]["message"]
+
+
+def test_heroku_output_is_the_api_objects(cli: Cli, sim: Simulator) -> None:
+    run = cli.run("events", "--output", "heroku")
+    assert [orjson.loads(line) for line in run.stdout.splitlines()] == truth(sim, 0)
+
+
+def test_the_table_on_a_terminal_cuts_nothing_and_escapes_what_a_server_sends(
+    cli: Cli, sim: Simulator
+) -> None:
+    long_actor = "a.very.long.name.that.no.column.width.should.cut@example-enterprise.com"
+    sim.plant(
+        utc_today(),
+        [
+            {
+                "id": "planted-1",
+                "type": "app",
+                "action": "destroy",
+                "created_at": f"{utc_today()}T00:00:01Z",
+                "actor": {"email": long_actor},
+                "app": {"name": "evil\x1b]0;pwned\x07-app"},
+                "request": {"ip_address": "2001:db8::dead:beef"},
+            },
+            {
+                "id": "planted-2",
+                "type": "team",
+                "action": "update",
+                "created_at": f"{utc_today()}T00:00:02Z",
+                "actor": {"email": "wide@example.com"},
+                "team": {"name": "開発チーム"},
+            },
+        ],
+    )
+    code, table, stderr = on_a_terminal(cli, "events", "--limit", "1000")
+    assert code == 0, stderr
+    lines = table.splitlines()
+    assert lines[0].split() == ["TIME", "(UTC)", "ACTOR", "ACTION", "TARGET", "IP"]
+    assert len(lines) == 1 + len(sim.events_for_day(utc_today()))
+    planted = next(line for line in lines if long_actor in line)  # whole, though COLUMNS=40
+    assert "evil\\x1b]0;pwned\\x07-app" in planted and "\x1b" not in table
+    assert f"{utc_today()} 00:00:01" in planted and "app.destroy" in planted
+    assert planted.rstrip().endswith("2001:db8::dead:beef")
+    # Columns line up: ACTION starts at the same column in every row; a wide character
+    # takes two columns, so the IP column after 開発チーム lines up too.
+    action_at = lines[0].index("ACTION")
+    assert all(line[action_at - 2 : action_at] == "  " for line in lines[1:])
+    wide = next(line for line in lines if "開発チーム" in line)
+    assert "events on" in stderr and "{" not in stderr  # a person's text, not JSON
+    assert wide.index("開発チーム") == planted.index("evil")
+    ip_at = columns(lines[0][: lines[0].index("IP")])
+    assert (
+        columns(wide[: wide.rindex(" ") + 1]) == ip_at == columns(planted[: planted.index("2001:")])
+    )
+
+
+def columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def test_it_takes_no_lock_and_needs_no_writable_state(cli: Cli, sim: Simulator) -> None:
+    assert cli.run("poll").code == 0
+    lock = next(cli.state_dir.glob("*.lock"))
+    with open(lock, "a") as held:  # a poll of the same account is running
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        run = cli.run("events", env={"HEROKU_AUDIT_STATE_DIR": "/nonexistent/state"})
+        assert run.code == 0 and len(run.ids) == len(sim.events_for_day(utc_today()))
+        assert cli.run("poll").code == 75  # the lock was real
+
+
+def test_bad_ranges_are_usage_errors_and_the_rate_limit_floor_holds(cli: Cli) -> None:
+    future = str(utc_today() + timedelta(days=2))
+    for args, words in (
+        (["--since", "2026-13-01"], "month 13"),
+        (["--since", future], "is after today"),
+        (["--since", "today", "--until", "3d"], "is after --until"),
+    ):
+        run = cli.run("events", *args)
+        assert run.code == 64, args
+        assert len(run.logs) == 1 and words in run.logs[0]["message"], run.stderr
+    run = cli.run("events", "--rate-limit-floor", "4500")
+    assert run.code == 75 and "RateLimit-Remaining" in run.logs[-1]["message"]
+    assert not cli.state_dir.exists()
+
+
+def test_help_has_examples(cli: Cli) -> None:
+    done = subprocess.run(cli.command("events", "--help"), capture_output=True, check=True)
+    assert b"--since 7d --actor" in done.stdout and b"--limit" in done.stdout
+    assert b"--min-interval" not in done.stdout  # poll's, not this command's
