@@ -4,7 +4,7 @@ lines go in with the very statement the Fluent Bit example posts, typed columns 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,7 +14,7 @@ import pytest
 
 from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 
-from .conftest import Cli
+from .conftest import Cli, window_ids
 from .test_examples import EXAMPLES, read_classic
 
 chdb_session = pytest.importorskip("chdb.session", reason="chdb not installed (extra: clickhouse)")
@@ -89,3 +89,43 @@ def test_a_line_delivered_twice_is_kept_once(clickhouse: Any, printed: list[byte
     insert(clickhouse, printed[:10])
     (count,) = rows(clickhouse, "SELECT count() AS n FROM heroku_logs FINAL")
     assert int(count["n"]) == 10
+
+
+def test_a_high_availability_pair_gives_every_event_once(clickhouse: Any, tmp_path: Path) -> None:
+    """README "Running it in pairs": two hosts poll the same account, each with its own state,
+    late events reaching them at different times; both insert into one heroku_logs. FINAL (or
+    OPTIMIZE ... FINAL) leaves every event exactly once."""
+    today = datetime.now(timezone.utc).date()
+    yesterday = today - timedelta(days=1)
+    with Simulator(SimulatorConfig(seed=41, events_per_day=120, history_days=2)) as sim:
+        host_a, host_b = Cli(sim, tmp_path / "host-a"), Cli(sim, tmp_path / "host-b")
+        printed: dict[str, list[bytes]] = {"a": [], "b": []}
+
+        def poll(host: str, cli: Cli) -> None:
+            run = cli.run("poll")
+            assert run.code == 0, run.stderr
+            printed[host] += run.stdout.splitlines()
+
+        poll("a", host_a)
+        sim.add_events(yesterday, 15)  # late: B's first run sees them, A's second run does
+        poll("b", host_b)
+        poll("a", host_a)
+        sim.add_events(yesterday, 5)
+        sim.add_events(today, 5)
+        poll("b", host_b)  # B first this time
+        poll("a", host_a)
+        expected = window_ids(sim)
+    for host in ("a", "b"):  # each host's shipper inserts on its own
+        ids = [orjson.loads(line)["event"]["id"] for line in printed[host]]
+        assert sorted(ids) == sorted(expected)  # each host alone: every event, once
+        insert(clickhouse, printed[host])
+    (raw,) = rows(clickhouse, "SELECT count() AS n FROM heroku_logs")
+    # The pair repeats every line (until a background merge, which may already have run)...
+    assert len(expected) <= int(raw["n"]) <= 2 * len(expected)
+    final = rows(
+        clickhouse, "SELECT event.id AS id, count() AS n FROM heroku_logs FINAL GROUP BY id"
+    )
+    assert {row["id"] for row in final} == expected and all(int(r["n"]) == 1 for r in final)
+    clickhouse.query("OPTIMIZE TABLE heroku_logs FINAL")
+    (merged,) = rows(clickhouse, "SELECT count() AS n, uniqExact(event.id) AS ids FROM heroku_logs")
+    assert int(merged["n"]) == int(merged["ids"]) == len(expected)  # ...the table keeps one
