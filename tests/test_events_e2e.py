@@ -182,3 +182,82 @@ def test_help_has_examples(cli: Cli) -> None:
     done = subprocess.run(cli.command("events", "--help"), capture_output=True, check=True)
     assert b"--since 7d --actor" in done.stdout and b"--limit" in done.stdout
     assert b"--min-interval" not in done.stdout  # poll's, not this command's
+
+
+def test_a_closed_stdout_or_a_gone_stderr_reader_keeps_the_documented_codes(cli: Cli) -> None:
+    closed = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *cli.command("events")],
+        env=cli.env_for(None, None),
+        capture_output=True,
+        check=False,
+    )
+    assert closed.returncode == 74, closed.stderr
+    for args, code in ((["events", "--since", "3d"], 0), (["events", "--enterprise", "nope"], 78)):
+        reader, writer = os.pipe()
+        os.close(reader)  # whoever read stderr is gone
+        done = subprocess.run(
+            cli.command(*args),
+            env=cli.env_for({"HEROKU_AUDIT_LOG_FORMAT": "text"}, None),
+            stdout=subprocess.DEVNULL,
+            stderr=writer,
+            check=False,
+        )
+        os.close(writer)
+        assert done.returncode == code, args  # not 120 from Python's exit-time flush
+
+
+def test_one_account_failing_does_not_stop_the_others_and_limit_is_for_the_whole_run(
+    cli: Cli, sim: Simulator
+) -> None:
+    run = cli.run("events", "--enterprise", "nope", "--enterprise", "acme", "--limit", "3")
+    assert run.code == 78  # the first failure
+    today = sorted(sim.events_for_day(utc_today()), key=sort_key)
+    assert run.ids == [event["id"] for event in today[-3:]]  # acme's, all the same
+    assert any(log.get("enterprise") == "nope" and log["exit_code"] == 78 for log in run.logs)
+    assert "the 3 most recent events" in run.logs[-1]["message"]
+
+
+def test_odd_events_keep_their_place(cli: Cli, sim: Simulator) -> None:
+    today, yesterday = utc_today(), utc_today() - timedelta(days=1)
+    listed_twice = {"id": "twice", "type": "app", "action": "create"}
+    sim.plant(yesterday, [{**listed_twice, "created_at": f"{yesterday}T12:00:00Z"}])
+    sim.plant(today, [{**listed_twice, "created_at": f"{yesterday}T12:00:00Z"}])
+    sim.plant(today, [{"id": "undated", "type": "app", "action": "update"}])
+    run = cli.run("events", "--since", "yesterday")
+    assert run.ids.count("twice") == 1 and "undated" in run.ids
+    times = [line["@timestamp"] for line in run.lines if line["event"]["id"] != "undated"]
+    assert times == sorted(times)
+    newest_two = cli.run("events", "--since", "yesterday", "--limit", "2")
+    assert "undated" not in newest_two.ids  # an event without a time is not "the newest"
+    heroku = cli.run("events", "--format", "heroku", "--limit", "1")  # poll's flag, honoured
+    assert "ecs" not in orjson.loads(heroku.stdout)
+
+
+def test_what_a_server_sends_cannot_reach_a_terminal_through_logs_or_a_giant_cell(
+    cli: Cli, sim: Simulator
+) -> None:
+    sim.plant(
+        utc_today(),
+        [
+            {"id": "x\x1b]0;pwned\x07\x1b[2J", "created_at": "not a time", "type": "app"},
+            {
+                "id": "giant",
+                "type": "app",
+                "action": "update",
+                "created_at": f"{utc_today()}T00:00:03Z",
+                "actor": {"email": "a" * 100_000 + "@example.com"},
+            },
+        ],
+    )
+    run = cli.run("events", "--output", "jsonl", env={"HEROKU_AUDIT_LOG_FORMAT": "text"})
+    assert "\x1b" not in run.stderr and "\\x1b]0;pwned" in run.stderr
+    code, table, _ = on_a_terminal(cli, "events")
+    assert code == 0 and "a" * 100_000 in table
+    assert len(table) < 100_000 + 200 * len(table.splitlines())  # no row padded to the giant
+
+
+def test_a_usage_error_is_told_in_the_log_format_asked_for(cli: Cli) -> None:
+    run = cli.run(
+        "events", "--log-format", "json", "--limit", "0", env={"HEROKU_AUDIT_LOG_FORMAT": "text"}
+    )
+    assert run.code == 64 and orjson.loads(run.stderr)["exit_code"] == 64

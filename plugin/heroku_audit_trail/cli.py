@@ -601,7 +601,9 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard,
         from heroku_audit_trail.events import Query, resolve_days, run_events
 
         since, until = resolve_days(args.since, args.until, datetime.now(timezone.utc).date())
-        output = args.output or ("table" if sys.stdout.isatty() else "jsonl")
+        on_terminal = sys.stdout is not None and sys.stdout.isatty()
+        output = args.output or ("heroku" if args.output_format == "heroku" else None)
+        output = output or ("table" if on_terminal else "jsonl")
         query = Query(since, until, args.app, args.limit, output)
         arm_deadline(settings, guard)
         client = make_client(settings, env, log)
@@ -642,6 +644,30 @@ def reserve_standard_fds() -> None:
                     os.close(devnull)
 
 
+def _log_format_flag(arguments: Sequence[str]) -> str | None:
+    """--log-format as given, read before the rest is parsed: a usage error is then told
+    in the format asked for."""
+    for flag, value in zip(arguments, [*arguments[1:], ""], strict=True):
+        if flag == "--log-format" and value in ("text", "json"):
+            return value
+        if flag in ("--log-format=text", "--log-format=json"):
+            return flag.partition("=")[2]
+    return None
+
+
+def _silence_stderr() -> None:
+    """A reader of stderr that went away leaves unwritten text in sys.stderr's buffer, and
+    Python's exit-time flush would then fail (exit 120) over the run's real exit code."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        with suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+
+
 def main(
     argv: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -661,6 +687,7 @@ def main(
             from heroku_audit_trail import simulator
 
             return int(simulator.run(simulate_parser().parse_args(arguments[1:])))
+        log.log_format = _log_format_flag(arguments) or log.log_format  # for a usage error
         args = build_parser().parse_args(arguments)
         if getattr(args, "log_format", None):
             log.log_format = args.log_format
@@ -695,6 +722,7 @@ def run() -> NoReturn:
     log = Log()
     capture_library_logs(log)  # the process's own: not for main() called in-process by tests
     code = main(log=log)
+    _silence_stderr()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)

@@ -15,15 +15,17 @@ import sys
 import unicodedata
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, time, timezone
+from operator import itemgetter
 from typing import Any, BinaryIO, TextIO
 
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.ecs import event_key, format_time, render, sort_key
-from heroku_audit_trail.errors import EX_OK, UsageError
-from heroku_audit_trail.logs import Log
+from heroku_audit_trail.ecs import event_key, format_time, parse_time, render
+from heroku_audit_trail.errors import AuditTrailError, UsageError
+from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard
+from heroku_audit_trail.poll import each_partition
 from heroku_audit_trail.window import date_range, parse_day
 
 OUTPUTS = ("table", "jsonl", "heroku")
@@ -71,8 +73,8 @@ def _part(event: dict[str, Any], key: str) -> dict[str, Any]:
 
 def row_of(event: dict[str, Any]) -> tuple[str, str, str, str, str]:
     """One table row: time, actor, action, target (app, team, owner or account), IP."""
-    created = sort_key(event)[0]
-    time = created.strftime("%Y-%m-%d %H:%M:%S") if created.year < 9999 else "-"
+    created = parse_time(event.get("created_at"))
+    when = created.strftime("%Y-%m-%d %H:%M:%S") if created is not None else "-"
     actor = _part(event, "actor")
     object_type, verb = _text(event.get("type")), _text(event.get("action"))
     target = (
@@ -82,20 +84,12 @@ def row_of(event: dict[str, Any]) -> tuple[str, str, str, str, str]:
         or _text(_part(event, "enterprise_account").get("name"))
     )
     return (
-        time,
+        when,
         _text(actor.get("email")) or _text(actor.get("id")) or "-",
         f"{object_type or '?'}.{verb or '?'}" if object_type or verb else "-",
         target or "-",
         _text(_part(event, "request").get("ip_address")) or "-",
     )
-
-
-def printable(text: str) -> str:
-    """`text` safe for a terminal: control characters (an escape sequence a server could
-    send) written out as \\x1b, \\n, ..."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def width(text: str) -> int:
@@ -105,15 +99,32 @@ def width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+WIDEST_PADDED = 80  # a longer cell is printed whole, but other rows are not padded to it
+
+
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> list[str]:
     """Columns as wide as their widest cell, two spaces apart; nothing is cut."""
     cells = [[printable(cell) for cell in row] for row in [headers, *rows]]
-    widths = [max(width(row[column]) for row in cells) for column in range(len(headers))]
+    widths = [
+        max(min(width(row[column]), WIDEST_PADDED) for row in cells)
+        for column in range(len(headers))
+    ]
     lines = []
     for row in cells:
-        padded = [cell + " " * (widths[n] - width(cell)) for n, cell in enumerate(row[:-1])]
+        padded = [cell + " " * max(widths[n] - width(cell), 0) for n, cell in enumerate(row[:-1])]
         lines.append("  ".join([*padded, row[-1]]).rstrip())
     return lines
+
+
+Ranked = tuple[tuple[datetime, str], dict[str, Any]]  # ((time, id), event)
+DaysOfEvents = Generator[tuple[date, list[Ranked]], None, None]
+
+
+def ranked(event: dict[str, Any], day: date) -> tuple[datetime, str]:
+    """An event's place in the look-up: its created_at, else the start of the day it was
+    listed under (not "last": --limit must not take undated events for the newest), then id."""
+    moment = parse_time(event.get("created_at"))
+    return moment or datetime.combine(day, time.min, timezone.utc), event_key(event)
 
 
 class Lookup:
@@ -125,31 +136,56 @@ class Lookup:
         self.log = log
         self.stderr = stderr
 
-    def days_of_events(
-        self, enterprise: str, days: list[date], query: Query
-    ) -> Generator[tuple[date, list[dict[str, Any]]], None, None]:
-        """(day, its matching events in created_at order), for each day in `days` order."""
+    def days_of_events(self, enterprise: str, days: list[date], query: Query) -> DaysOfEvents:
+        """(day, its matching events in order), for each day in `days` order; an id listed
+        under several days (or pages) comes once."""
         account_id = self.client.enterprise_account(enterprise)["id"]
         progress = Progress(self.stderr, len(days), f"events {enterprise}")
         self.log.before_write = progress.clear
+        seen: set[str] = set()
         found = 0
         try:
             for done, day in enumerate(days):
                 if len(days) > 1:
                     progress.show(day.isoformat(), done, found, self.client)
                 fetched = self.client.fetch_day(account_id, day, self.settings.filters)
-                unique = {event_key(event): event for event in fetched.events}
-                events = [
-                    event
-                    for event in unique.values()
-                    if query.app is None or of_app(event, query.app)
-                ]
-                events.sort(key=sort_key)
+                events = []
+                for event in fetched.events:
+                    place = ranked(event, day)
+                    if place[1] not in seen and (query.app is None or of_app(event, query.app)):
+                        seen.add(place[1])
+                        events.append((place, event))
+                events.sort(key=itemgetter(0))
                 found += len(events)
+                progress.clear()  # before the caller prints: the two share a terminal
                 yield day, events
         finally:
             progress.clear()
             self.log.before_write = None
+
+
+def newest(
+    days: Generator[tuple[date, list[Ranked]], None, None], limit: int | None
+) -> list[Ranked]:
+    """The events of days given newest first, up to the `limit` most recent, oldest first.
+    Reading stops at the first day that completes the limit: no request for older days."""
+    kept: list[Ranked] = []
+    for _, events in days:
+        kept += events
+        if limit is not None and len(kept) >= limit:
+            days.close()  # now, so its progress line is cleared before anything is printed
+            break
+    kept.sort(key=itemgetter(0))
+    return kept[-limit:] if limit is not None else kept
+
+
+def _for_a_look_up(error: AuditTrailError) -> AuditTrailError:
+    """The message of an error raised by parts written for poll, told for a look-up that
+    keeps no state."""
+    text = str(error).split("; the day being written")[0].split("; the next run carries on")[0]
+    if text != str(error):
+        error.args = (f"{text}; events keeps no state: run it again",)
+    return error
 
 
 def run_events(
@@ -160,11 +196,18 @@ def run_events(
     log: Log,
     guard: StopGuard | None = None,
 ) -> int:
+    """Print the query's events; one account's failure does not stop the others (the first
+    failure is the exit code)."""
     lookup = Lookup(settings, client, log, sys.stderr)
     writer = EventWriter(out, log, guard)
     writer.warn_long_lines = False  # a person's look-up, not Fluent Bit's input
     read_at = format_time(datetime.now(timezone.utc))
     output_format = "heroku" if query.output == "heroku" else "ecs"
+    days = date_range(query.since, query.until)
+    several = len(settings.enterprises) > 1
+    streamed = query.limit is None and query.output != "table"
+    chosen: list[tuple[tuple[datetime, str], str, dict[str, Any]]] = []
+    printed = 0
 
     def print_events(events: list[dict[str, Any]]) -> int:
         lines = [render(e, output_format, read_at, settings.include_original) for e in events]
@@ -173,49 +216,42 @@ def run_events(
                 log.warning(rendered.warning)
         return writer.write(rendered.line for rendered in lines)
 
-    days = date_range(query.since, query.until)
-    several = len(settings.enterprises) > 1
-    rows: list[tuple[str, ...]] = []
-    total = 0
-    for enterprise in settings.enterprises:
-        if query.limit is None and query.output != "table":
-            # Streamed a day at a time, oldest first: a pipe sees lines as days arrive.
-            for _, events in lookup.days_of_events(enterprise, days, query):
-                total += print_events(events)
-            continue
-        chosen = newest(lookup.days_of_events(enterprise, days[::-1], query), query.limit)
-        total += len(chosen)
-        if query.output == "table":
-            rows += [(*row_of(event), *([enterprise] if several else [])) for event in chosen]
-        else:
-            print_events(chosen)
-    if query.output == "table" and rows:
-        lines = table(rows, (*HEADERS, "ACCOUNT") if several else HEADERS)
-        writer.write(line.encode() + b"\n" for line in lines)
+    def look_up(enterprise: str) -> None:
+        nonlocal printed
+        try:
+            if streamed:  # a day at a time, oldest first: a pipe sees lines as days arrive
+                for _, events in lookup.days_of_events(enterprise, days, query):
+                    printed += print_events([event for _, event in events])
+            else:
+                found = newest(lookup.days_of_events(enterprise, days[::-1], query), query.limit)
+                chosen.extend((place, enterprise, event) for place, event in found)
+        except AuditTrailError as error:
+            raise _for_a_look_up(error) from None
+
+    code = each_partition(settings.enterprises, look_up, log)
+    if not streamed:
+        chosen.sort(key=itemgetter(0))  # the accounts merged in time
+        if query.limit is not None:
+            chosen = chosen[-query.limit :]
+        try:
+            if query.output == "table":
+                rows = [(*row_of(e), *([name] if several else [])) for _, name, e in chosen]
+                lines = table(rows, (*HEADERS, "ACCOUNT") if several else HEADERS) if rows else []
+                writer.write(line.encode() + b"\n" for line in lines)
+            else:
+                print_events([event for _, _, event in chosen])
+        except AuditTrailError as error:
+            raise _for_a_look_up(error) from None
+        printed = len(chosen)
+    if code and not printed:
+        return code  # the error said it all: no summary of nothing
     span = f"{query.since}" if query.since == query.until else f"{query.since}..{query.until}"
-    limited = query.limit is not None and total >= query.limit
+    limited = query.limit is not None and printed >= query.limit
     log.info(
-        f"{'the ' if limited else ''}{total}{' most recent' if limited else ''} "
-        f"event{'' if total == 1 else 's'} on {span}",
+        f"{'the ' if limited else ''}{printed}{' most recent' if limited else ''} "
+        f"event{'' if printed == 1 else 's'} on {span}",
         enterprise=",".join(settings.enterprises),
         requests=client.requests_made,
         rate_limit_remaining=client.rate_limit_remaining,
     )
-    return EX_OK
-
-
-def newest(
-    days: Generator[tuple[date, list[dict[str, Any]]], None, None], limit: int | None
-) -> list[dict[str, Any]]:
-    """The events of days given newest first, up to the `limit` most recent, oldest first.
-    Reading stops at the first day that completes the limit: no request for older days."""
-    kept: list[list[dict[str, Any]]] = []
-    count = 0
-    for _, events in days:
-        kept.append(events)
-        count += len(events)
-        if limit is not None and count >= limit:
-            days.close()  # now, so its progress line is cleared before anything is printed
-            break
-    chosen = [event for events in reversed(kept) for event in events]
-    return chosen[-limit:] if limit is not None else chosen
+    return code

@@ -77,6 +77,14 @@ class MaskSecrets(logging.Filter):
         return True
 
 
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (an escape sequence a server could put
+    in a name, a newline in a library's warning) written out as \\x1b, \\n, ..."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: @timestamp, log.level, log.logger, message, fields."""
 
@@ -87,8 +95,9 @@ class JsonFormatter(logging.Formatter):
             "log.level": _level(record),
             "log.logger": LOGGER_NAME,  # tells these lines apart from events
             "message": record.getMessage(),
-            **_fields(record),
         }
+        for key, value in _fields(record).items():
+            document.setdefault(key, value)  # a field never replaces one of the above
         try:
             return orjson.dumps(document, default=str).decode()
         except TypeError:  # a lone surrogate in what Heroku sent: escape it, never fail
@@ -103,7 +112,7 @@ class TextFormatter(logging.Formatter):
         details = " ".join(f"{key}={value}" for key, value in _fields(record).items())
         prefix = "" if level == "info" else f"{level}: "
         line = f"{LOGGER_NAME}: {prefix}{record.getMessage()}"
-        return line + (f" ({details})" if details else "")
+        return printable(line + (f" ({details})" if details else ""))  # one line, no escapes
 
 
 class StderrHandler(logging.Handler):
