@@ -647,7 +647,8 @@ def reserve_standard_fds() -> None:
 def _log_format_flag(arguments: Sequence[str]) -> str | None:
     """--log-format as given, read before the rest is parsed: a usage error is then told
     in the format asked for."""
-    for flag, value in zip(arguments, [*arguments[1:], ""], strict=True):
+    for at, flag in enumerate(arguments):
+        value = arguments[at + 1] if at + 1 < len(arguments) else ""
         if flag == "--log-format" and value in ("text", "json"):
             return value
         if flag in ("--log-format=text", "--log-format=json"):
