@@ -184,6 +184,15 @@ def refuse_if_shared(path: Path, status: os.stat_result, what: str) -> None:
         )
 
 
+def _serialized(state: State) -> bytes:
+    # OPT_APPEND_NEWLINE, not `+ b"\n"`: a state file of megabytes is not copied once more.
+    return orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
 class StateStore:
     """Where one partition's state lives; every write is a temp file + fsync + rename."""
 
@@ -193,7 +202,9 @@ class StateStore:
         stem = partition.file_stem()
         self.path = state_dir / f"{stem}.json"
         self.lock_path = state_dir / f"{stem}.lock"
-        self.on_disk: bytes | None = None  # the file's bytes as last read or written here
+        # A digest of the file's bytes as last read or written here (a big state file is
+        # megabytes: not kept twice in memory).
+        self.on_disk: bytes | None = None
 
     def ensure_dir(self) -> None:
         ensure_state_dir(self.state_dir)
@@ -205,24 +216,26 @@ class StateStore:
         state = parse_state(self.path, raw)
         if state.partition != self.partition.as_dict():
             raise _corrupt(self.path, "it belongs to another partition")
-        self.on_disk = raw
+        self.on_disk = _digest(raw)
         return state
 
     def save(self, state: State) -> None:
         """Write `state`, unless the file already holds exactly it (a large open day makes a
         state file of megabytes: no rewrite for nothing)."""
-        payload = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
-        if payload != self.on_disk:
+        payload = _serialized(state)
+        digest = _digest(payload)
+        if digest != self.on_disk:
             write_atomic(self.path, payload)
-            self.on_disk = payload
+            self.on_disk = digest
 
     def prove_writable(self, state: State) -> None:
         """StateWriteError unless a save can succeed now (read-only or full disk, lost
         permissions), before anything is printed. An unchanged state is not rewritten: a
         small file is written, synced and removed instead."""
-        payload = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
-        if payload != self.on_disk:
-            self.save(state)
+        payload = _serialized(state)
+        if _digest(payload) != self.on_disk:
+            write_atomic(self.path, payload)
+            self.on_disk = _digest(payload)
             return
         probe = self.state_dir / f".probe-{self.path.stem}.json"
         write_atomic(probe, b"{}\n")

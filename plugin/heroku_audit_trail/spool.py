@@ -17,7 +17,8 @@ from heroku_audit_trail.errors import StateWriteError
 
 Order = tuple[datetime, str]
 
-IN_MEMORY_BYTES = 16 << 20  # below this a day's lines stay in memory
+IN_MEMORY_BYTES = 4 << 20  # below this a day's lines stay in memory
+WRITE_BYTES = 1 << 20  # lines go to the file in writes of about this size
 
 
 class Spool:
@@ -40,10 +41,20 @@ class Spool:
             if self._size > self.threshold:
                 self._spill()
             return
+        self._write(lines)
+
+    def _write(self, lines: Iterable[tuple[Order, bytes]]) -> None:
         chunk = bytearray()
         for order, line in lines:
             self._index.append((order, self._offset + len(chunk), len(line)))
             chunk += line
+            if len(chunk) >= WRITE_BYTES:
+                self._write_chunk(chunk)
+                chunk = bytearray()
+        self._write_chunk(chunk)
+
+    def _write_chunk(self, chunk: bytearray) -> None:
+        assert self._file is not None
         try:
             self._file.write(chunk)
         except OSError as error:
@@ -61,7 +72,13 @@ class Spool:
             return
         self._file = spill
         held, self._lines = self._lines, []
-        self.extend(held)
+        held.reverse()
+
+        def drained() -> Iterator[tuple[Order, bytes]]:
+            while held:  # each line let go once copied: memory does not double at the spill
+                yield held.pop()
+
+        self._write(drained())
 
     def in_order(self) -> Iterator[bytes]:
         """Every line, in created_at order (then id)."""
