@@ -11,7 +11,11 @@ Rows (median of several runs where it is a time):
 - a poll with nothing new (cursor current, days answer 304) against
   `python -c "import requests, orjson, platformdirs"`;
 - API economy: requests per steady-state poll, tokens an hour at a 1-minute and a 5-minute
-  schedule (of the account's 4500), requests for a 30-day backfill.
+  schedule (of the account's 4500), requests for a 30-day backfill;
+- the state file a day leaves (its size) and one save of it, against writing its bytes;
+- the zipapp's warm start: that nothing-new poll from the .pyz against the console script;
+- ten accounts polled in one run (`--enterprise` ten times, through bench/account_router.py)
+  against a run per account.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
+from account_router import AccountRouter
 from bench_poll import floor_fetch
 
 from heroku_audit_trail.cursor import Partition, StateStore, parse_state, write_atomic
@@ -108,6 +113,7 @@ def watch_peak_rss(process: subprocess.Popen[bytes]) -> int:
 FLOOR = """
 import sys, os, time
 sys.path.insert(0, sys.argv[1])
+from account_router import AccountRouter
 from bench_poll import floor_fetch
 class Sim:
     url, config = sys.argv[2], type("C", (), {"enterprise_id": sys.argv[3]})
@@ -181,6 +187,41 @@ def nothing_new(rounds: int) -> dict[str, Any]:
     }
 
 
+def many_accounts(count: int, events_per_day: int) -> dict[str, Any]:
+    """A first poll of `count` enterprise accounts in one run (`--enterprise` repeated)
+    against one run per account, each with its own state, as separate shipper inputs do."""
+    simulators = [
+        Simulator(
+            SimulatorConfig(
+                seed=100 + n,
+                events_per_day=events_per_day,
+                history_days=1,
+                enterprise_name=f"acme-{n}",
+            )
+        )
+        for n in range(count)
+    ]
+    for sim in simulators:
+        sim.start()
+        sim.all_events()
+    try:
+        with AccountRouter(simulators) as router, tempfile.TemporaryDirectory() as tmp:
+            routed = type("Routed", (), {"url": router.url, "config": simulators[0].config})()
+            names = [sim.config.enterprise_name for sim in simulators]
+            started = time.perf_counter()
+            for name in names:
+                state_dir = tempfile.mkdtemp(dir=tmp)
+                run_cli(routed, state_dir, "poll", "--enterprise", name)
+            floor = time.perf_counter() - started
+            state_dir = tempfile.mkdtemp(dir=tmp)
+            flags = [part for name in names for part in ("--enterprise", name)]
+            ours, _, _ = run_cli(routed, state_dir, "poll", *flags)
+    finally:
+        for sim in simulators:
+            sim.stop()
+    return {"accounts": count, "floor_s": floor, "ours_s": ours, "ratio": ours / floor}
+
+
 def zipapp_start(rounds: int) -> dict[str, Any]:
     """A poll with nothing new, run from the zipapp (already unpacked once: a warm start)
     against the same poll from the installed console script."""
@@ -217,6 +258,7 @@ def main() -> int:
         "days": {str(size): day_size(size) for size in sizes},
         "nothing_new": nothing_new(rounds),
         "zipapp_start": zipapp_start(rounds),
+        "accounts": many_accounts(10, 100 if args.quick else 1000),
     }
     smallest = results["days"][str(sizes[0])]["peak_rss_mib"]
     rows = [("ECS mapping vs orjson loads+dumps", results["mapping"]["ratio"], "≤ 2")]
