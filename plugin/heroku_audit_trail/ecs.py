@@ -244,11 +244,13 @@ def strip_nulls(value: Any) -> Any:
 _NOTHING: dict[str, Any] = {}  # read only: stands in for a missing or malformed object
 
 
-def _obj(value: object) -> dict[str, Any]:
+def as_object(value: object) -> dict[str, Any]:
+    """A JSON object as it should be, or an empty one (read only) for anything else."""
     return value if isinstance(value, dict) else _NOTHING
 
 
-def _text(value: object) -> str | None:
+def as_text(value: object) -> str | None:
+    """A non-empty string, or None for anything else."""
     return value if isinstance(value, str) and value else None
 
 
@@ -263,7 +265,7 @@ def _related_users(
     actor_email: str | None, actor_id: str | None, owner: dict[str, Any], data: dict[str, Any]
 ) -> list[str]:
     """Actor, owner and target identities (emails and ids), each once, first seen first."""
-    target = _obj(data.get("user"))
+    target = as_object(data.get("user"))
     candidates = (
         actor_email,
         actor_id,
@@ -280,7 +282,7 @@ def _related_users(
 
 def _organization(account: dict[str, Any]) -> dict[str, str] | None:
     """`organization`: the enterprise account's id and name."""
-    account_id, name = _text(account.get("id")), _text(account.get("name"))
+    account_id, name = as_text(account.get("id")), as_text(account.get("name"))
     if account_id and name:
         return {"id": account_id, "name": name}
     if account_id or name:
@@ -288,15 +290,19 @@ def _organization(account: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
-def _message(
-    get: Any, action: str | None, who: str, owner: dict[str, Any], account: dict[str, Any]
-) -> str:
-    target = (
-        _text(_obj(get("app")).get("name"))
-        or _text(_obj(get("team")).get("name"))
-        or _text(owner.get("email"))
-        or _text(account.get("name"))
+def target_name(event: dict[str, Any]) -> str | None:
+    """What an event is about, by name: its app, team, owner or enterprise account."""
+    get = event.get
+    return (
+        as_text(as_object(get("app")).get("name"))
+        or as_text(as_object(get("team")).get("name"))
+        or as_text(as_object(get("owner")).get("email"))
+        or as_text(as_object(get("enterprise_account")).get("name"))
     )
+
+
+def _message(event: dict[str, Any], action: str | None, who: str) -> str:
+    target = target_name(event)
     text = f"{who} {action or 'unknown event'}"
     return f"{text} {target}" if target else text
 
@@ -403,13 +409,13 @@ def _to_ecs(
         timestamp = read_at  # absent or null: the read time, so every line has a time
     out: dict[str, Any] = {"@timestamp": timestamp, "ecs": _ECS, "event": ecs_event}
 
-    actor, owner, data = _obj(get("actor")), _obj(get("owner")), _obj(get("data"))
-    actor_id, actor_email = _text(actor.get("id")), _text(actor.get("email"))
+    actor, owner, data = as_object(get("actor")), as_object(get("owner")), as_object(get("data"))
+    actor_id, actor_email = as_text(actor.get("id")), as_text(actor.get("email"))
     if actor_id and actor_email:
         out["user"] = {"id": actor_id, "email": actor_email}
     elif actor_id or actor_email:
         out["user"] = {"id": actor_id} if actor_id else {"email": actor_email}
-    ip_address = _text(_obj(get("request")).get("ip_address"))
+    ip_address = as_text(as_object(get("request")).get("ip_address"))
     if ip_address:
         out["source"] = {"ip": ip_address}
     related_users = _related_users(actor_email, actor_id, owner, data)
@@ -417,7 +423,7 @@ def _to_ecs(
         out["related"] = {"user": related_users, "ip": [ip_address]}
     elif related_users or ip_address:
         out["related"] = {"user": related_users} if related_users else {"ip": [ip_address]}
-    account = _obj(get("enterprise_account"))
+    account = as_object(get("enterprise_account"))
     organization = _organization(account)
     if organization is not None:
         out["organization"] = organization
@@ -429,7 +435,7 @@ def _to_ecs(
         f"{object_type}.{verb}" if isinstance(object_type, str) and isinstance(verb, str) else None
     )
     who = actor_email or actor_id or "unknown actor"
-    out["message"] = _message(get, action, who, owner, account)
+    out["message"] = _message(event, action, who)
     return out
 
 

@@ -21,14 +21,21 @@ from typing import Any, BinaryIO, TextIO
 
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.ecs import event_key, format_time, parse_time, render
+from heroku_audit_trail.ecs import (
+    as_object,
+    as_text,
+    event_key,
+    format_time,
+    parse_time,
+    render,
+    target_name,
+)
 from heroku_audit_trail.errors import AuditTrailError, UsageError
 from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard
 from heroku_audit_trail.poll import each_partition
 from heroku_audit_trail.window import date_range, parse_day
 
-OUTPUTS = ("table", "jsonl", "heroku")
 HEADERS = ("TIME (UTC)", "ACTOR", "ACTION", "TARGET", "IP")
 
 
@@ -62,33 +69,17 @@ def of_app(event: dict[str, Any], app: str) -> bool:
     return (isinstance(name, str) and name.lower() == app.lower()) or app_id == app
 
 
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _part(event: dict[str, Any], key: str) -> dict[str, Any]:
-    value = event.get(key)
-    return value if isinstance(value, dict) else {}
-
-
 def row_of(event: dict[str, Any]) -> tuple[str, str, str, str, str]:
     """One table row: time, actor, action, target (app, team, owner or account), IP."""
     created = parse_time(event.get("created_at"))
-    when = created.strftime("%Y-%m-%d %H:%M:%S") if created is not None else "-"
-    actor = _part(event, "actor")
-    object_type, verb = _text(event.get("type")), _text(event.get("action"))
-    target = (
-        _text(_part(event, "app").get("name"))
-        or _text(_part(event, "team").get("name"))
-        or _text(_part(event, "owner").get("email"))
-        or _text(_part(event, "enterprise_account").get("name"))
-    )
+    actor = as_object(event.get("actor"))
+    object_type, verb = as_text(event.get("type")), as_text(event.get("action"))
     return (
-        when,
-        _text(actor.get("email")) or _text(actor.get("id")) or "-",
+        created.strftime("%Y-%m-%d %H:%M:%S") if created is not None else "-",
+        as_text(actor.get("email")) or as_text(actor.get("id")) or "-",
         f"{object_type or '?'}.{verb or '?'}" if object_type or verb else "-",
-        target or "-",
-        _text(_part(event, "request").get("ip_address")) or "-",
+        target_name(event) or "-",
+        as_text(as_object(event.get("request")).get("ip_address")) or "-",
     )
 
 
