@@ -285,6 +285,10 @@ def main() -> int:
     rows.append(
         ("zipapp warm start vs console script (that poll)", results["zipapp_start"]["ratio"], "-")
     )
+    accounts = results["accounts"]
+    rows.append(
+        (f"{accounts['accounts']} accounts in one run vs a run each", accounts["ratio"], "-")
+    )
     print(f"{'benchmark':52} {'ratio':>7}  target")
     for name, ratio, target in rows:
         print(f"{name:52} {ratio:7.2f}  {target}")
