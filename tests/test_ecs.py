@@ -311,3 +311,14 @@ def test_look_alike_times_are_not_taken_for_heroku_shapes(raw: str) -> None:
         assert rendered["event"]["kind"] == "pipeline_error"
     else:
         assert rendered["@timestamp"] == format_time(parsed)
+
+
+@pytest.mark.parametrize("depth", [250, 253, 254])
+def test_data_nested_near_orjsons_limit_is_still_a_normal_line(depth: int) -> None:
+    """The heroku parts are serialized together (one level deeper than each alone): data
+    nested to orjson's limit falls back to part by part, as before, not to a degraded line."""
+    data: Any = "deep"
+    for _ in range(depth):
+        data = {"a": data}
+    line = line_of({"id": "d", "type": "app", "action": "create", "data": data})
+    assert line["event"]["kind"] == "event"

@@ -6,6 +6,7 @@ Every test here failed on the main branch before the fix it names, and passes af
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import threading
@@ -442,3 +443,63 @@ def test_a_deadline_while_fetching_then_a_stalled_reader_still_ends_the_run(
         assert time.monotonic() - started < 2 + 3 + 4  # deadline, grace, start-up
         assert process.returncode == 75
         os.close(read_end)
+
+
+@pytest.mark.parametrize(
+    ("file_limit", "first_code"),
+    [
+        (2 << 20, 0),  # the spill itself fails: the day stays in memory, nothing is lost
+        (7 << 20, 73),  # a page after the spill fails: the pages before it print and commit
+    ],
+)
+def test_a_full_disk_under_the_spool_loses_nothing(
+    tmp_path: Path, file_limit: int, first_code: int
+) -> None:
+    """A busy day's lines spill to a temporary file; its disk fills up (RLIMIT_FSIZE here).
+    No line is cut or lost and nothing is committed that was not printed; the next run with
+    room prints the rest, each event once."""
+    config = SimulatorConfig(seed=17, events_per_day=12000, history_days=1)
+    with Simulator(config) as sim:  # yesterday: 12000 events, some 10 MiB of lines
+        cli = Cli(sim, tmp_path, env={"TMPDIR": str(tmp_path)})
+
+        def limited() -> None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, resource.RLIM_INFINITY))
+
+        first = subprocess.run(
+            cli.command("poll"),
+            env=cli.env_for(None, None),
+            capture_output=True,
+            preexec_fn=limited,
+            check=False,
+            timeout=120,
+        )
+        assert first.returncode == first_code, first.stderr.decode()[-500:]
+        printed = [orjson.loads(line)["event"]["id"] for line in first.stdout.splitlines()]
+        second = cli.run("poll")  # room again
+        assert second.code == 0, second.stderr
+        printed += second.ids
+        expected = window_ids(sim)
+    assert len(expected) >= 12000
+    assert sorted(printed) == sorted(expected)  # every event, once
+
+
+def test_a_state_file_that_cannot_be_replaced_stops_the_run_before_printing(
+    cli: Cli, sim: Simulator
+) -> None:
+    """The check before printing must not be fooled by a writable directory: an immutable
+    state file (chattr +i) makes every save fail, so the run prints nothing (else every run
+    would print the same events again)."""
+    assert cli.run("poll").code == 0
+    (state_file,) = cli.state_bytes()
+    path = cli.state_dir / state_file
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        sim.add_events(utc_today(), 3)
+        run = cli.run("poll")
+        assert run.code == 73 and run.stdout == b""
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    later = cli.run("poll")
+    assert later.code == 0 and len(later.ids) == 3

@@ -189,6 +189,28 @@ def _serialized(state: State) -> bytes:
     return orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
+def _room_and_replaceable(path: Path, size: int) -> bool:
+    """A file of `size` bytes can be made beside `path` and `path` can be linked; False on
+    any doubt (a filesystem without fallocate or hard links), so the caller saves for real."""
+    probe = path.with_name(f".probe-{path.name}")
+    try:
+        with suppress(FileNotFoundError):
+            probe.unlink()  # left by a run that was killed mid-proof
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, max(size, 1))
+        finally:
+            os.close(fd)
+            probe.unlink()
+        os.link(path, probe)
+        probe.unlink()
+    except OSError:
+        with suppress(OSError):
+            probe.unlink()
+        return False
+    return True
+
+
 def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
@@ -230,16 +252,14 @@ class StateStore:
 
     def prove_writable(self, state: State) -> None:
         """StateWriteError unless a save can succeed now (read-only or full disk, lost
-        permissions), before anything is printed. An unchanged state is not rewritten: a
-        small file is written, synced and removed instead."""
+        permissions, an immutable file), before anything is printed. An unchanged state is
+        not rewritten when a lighter proof holds: room for a file its size in the directory,
+        and a state file that can be linked (an immutable or append-only one cannot)."""
         payload = _serialized(state)
-        if _digest(payload) != self.on_disk:
-            write_atomic(self.path, payload)
-            self.on_disk = _digest(payload)
+        if _digest(payload) == self.on_disk and _room_and_replaceable(self.path, len(payload)):
             return
-        probe = self.state_dir / f".probe-{self.path.stem}.json"
-        write_atomic(probe, b"{}\n")
-        remove_file(probe)
+        write_atomic(self.path, payload)  # the proof that decides
+        self.on_disk = _digest(payload)
 
     def remove(self) -> bool:
         return remove_file(self.path)

@@ -125,6 +125,8 @@ def _heroku_time(value: object) -> tuple[datetime, str] | None:
         value[4] == value[7] == "-" and value[10] == "T" and value[13] == value[16] == ":"
     ) or not (fraction.isdigit() and fraction.isascii()):
         return None
+    if value[11:13] == "24":  # a newer Python may read 24:00; our output never says it
+        return None
     try:
         moment = datetime.fromisoformat(value)  # validates the digits; Python 3.11+
     except ValueError:
@@ -374,15 +376,31 @@ def _heroku(event: dict[str, Any], fragments: bool) -> Any:
     passed to orjson as a Fragment instead of being walked in Python."""
     get = event.get
     parts = {name: part for name in _HEROKU_PARTS if (part := get(name)) is not None}
-    if fragments:
+    if not fragments:
+        cleaned = {name: strip_nulls(part) for name, part in parts.items()}
+        return {name: part for name, part in cleaned.items() if part != {}} or None
+    try:
         encoded = orjson.dumps(parts)
-        # Compact JSON: a null is `null`, an empty object as a value is `:{}` (an empty part
-        # is `:{}` too). Either text inside a string only sends the event the slow way.
-        if b"null" not in encoded and b":{}" not in encoded:
-            return orjson.Fragment(encoded) if parts else None
-    cleaned = {name: strip_nulls(part) for name, part in parts.items()}
-    cleaned = {name: part for name, part in cleaned.items() if part != {}}
-    return cleaned or None
+    except orjson.JSONEncodeError:  # e.g. data nested to orjson's limit: one level less below
+        encoded = b"null"
+    # Compact JSON: a null is `null`, an empty object as a value is `:{}` (an empty part is
+    # `:{}` too). Either text inside a string only sends the event the slow way.
+    if b"null" not in encoded and b":{}" not in encoded:
+        return orjson.Fragment(encoded) if parts else None
+    heroku = {name: _clean_part(part) for name, part in parts.items()}
+    return {name: part for name, part in heroku.items() if part is not None} or None
+
+
+def _clean_part(value: Any) -> Any:
+    """One part of `heroku` as strip_nulls leaves it (None: leave it out), serialized on its
+    own as a Fragment when it holds no null and no empty object."""
+    if not isinstance(value, (dict, list)):
+        return value
+    encoded = orjson.dumps(value)
+    if b"null" not in encoded and b":{}" not in encoded and encoded != b"{}":
+        return orjson.Fragment(encoded)
+    cleaned = strip_nulls(value)
+    return None if cleaned == {} else cleaned
 
 
 def _to_ecs(

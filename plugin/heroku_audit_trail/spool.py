@@ -7,9 +7,11 @@ the size of a day. If no temporary file can be made, they stay in memory.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from datetime import datetime
 from typing import BinaryIO
 
@@ -34,6 +36,7 @@ class Spool:
         return len(self._lines) + len(self._index)
 
     def extend(self, lines: Iterable[tuple[Order, bytes]]) -> None:
+        """Hold these lines too; all of them, or (StateWriteError) none of them."""
         if self._file is None:
             for item in lines:
                 self._lines.append(item)
@@ -41,44 +44,54 @@ class Spool:
             if self._size > self.threshold:
                 self._spill()
             return
-        self._write(lines)
+        self._write(self._file, lines)
 
-    def _write(self, lines: Iterable[tuple[Order, bytes]]) -> None:
+    def _write(self, file: BinaryIO, lines: Iterable[tuple[Order, bytes]]) -> None:
+        """Append the lines to the file in writes of about WRITE_BYTES, and index them only
+        once all are written; a failed write cuts the file back, so the spool is as it was."""
+        entries = []
+        offset = self._offset
         chunk = bytearray()
-        for order, line in lines:
-            self._index.append((order, self._offset + len(chunk), len(line)))
-            chunk += line
-            if len(chunk) >= WRITE_BYTES:
-                self._write_chunk(chunk)
-                chunk = bytearray()
-        self._write_chunk(chunk)
-
-    def _write_chunk(self, chunk: bytearray) -> None:
-        assert self._file is not None
         try:
-            self._file.write(chunk)
+            for order, line in lines:
+                entries.append((order, offset + len(chunk), len(line)))
+                chunk += line
+                if len(chunk) >= WRITE_BYTES:
+                    _write_all(file, chunk)
+                    offset += len(chunk)
+                    chunk = bytearray()
+            _write_all(file, chunk)
+            offset += len(chunk)
         except OSError as error:
+            with suppress(OSError):
+                file.seek(self._offset)
+                file.truncate()
             raise StateWriteError(
                 f"cannot hold a busy day's lines in a temporary file ({error.strerror}); "
-                "set TMPDIR to a directory with room; nothing of the day was printed"
+                "set TMPDIR to a directory with room; the pages read before are printed, "
+                "the rest of the day follows on the next run"
             ) from None
-        self._offset += len(chunk)
+        self._index += entries
+        self._offset = offset
 
     def _spill(self) -> None:
+        """Move the held lines to an unnamed temporary file. Without one (none can be made,
+        or its disk is full) they stay in memory: a bigger process, nothing lost."""
         try:
-            spill = tempfile.TemporaryFile(prefix="heroku-audit-trail-")  # noqa: SIM115 (close())
+            # Unbuffered: a failed write leaves nothing in a buffer to land later.
+            spill = tempfile.TemporaryFile(prefix="heroku-audit-trail-", buffering=0)  # noqa: SIM115
         except OSError:
-            self.threshold = 1 << 62  # no temporary file to be had: keep them in memory
+            self.threshold = 1 << 62
+            return
+        try:
+            self._write(spill, self._lines)  # in 1 MiB writes: memory does not double
+        except StateWriteError:
+            spill.close()
+            self._index, self._offset = [], 0
+            self.threshold = 1 << 62
             return
         self._file = spill
-        held, self._lines = self._lines, []
-        held.reverse()
-
-        def drained() -> Iterator[tuple[Order, bytes]]:
-            while held:  # each line let go once copied: memory does not double at the spill
-                yield held.pop()
-
-        self._write(drained())
+        self._lines = []
 
     def in_order(self) -> Iterator[bytes]:
         """Every line, in created_at order (then id)."""
@@ -97,3 +110,13 @@ class Spool:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _write_all(file: BinaryIO, data: bytearray) -> None:
+    """Write all of `data` (an unbuffered file may take part of it: a nearly full disk)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(errno.ENOSPC, "no space left on device")
+        view = view[written:]
