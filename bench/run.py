@@ -122,7 +122,8 @@ floor_fetch(Sim)
 
 
 def day_size(count: int) -> dict[str, Any]:
-    with Simulator(SimulatorConfig(seed=1, events_per_day=count, history_days=1)) as sim:
+    config = SimulatorConfig(seed=1, events_per_day=count, history_days=1, today_events=False)
+    with Simulator(config) as sim:  # yesterday: exactly `count` events; today: none yet
         sim.all_events()  # generated before timing
         _, fetched = floor_fetch(sim)
         bench_dir = str(Path(__file__).parent)

@@ -102,6 +102,7 @@ class SimulatorConfig:
     seed: int = 1
     events_per_day: int = 40
     history_days: int = 3  # days before today (UTC) with events; today has events too
+    today_events: bool = True  # False: today starts empty (a benchmark wants whole days)
     enterprise_name: str = "acme"
     enterprise_id: str = ""  # derived from the seed when empty
     token: str = DEMO_TOKEN
@@ -218,7 +219,8 @@ class Simulator:
         events = self._days.get(day)
         if events is None:
             events = []
-            if self.today - timedelta(days=self.config.history_days) <= day <= self.today:
+            last = self.today if self.config.today_events else self.today - timedelta(days=1)
+            if self.today - timedelta(days=self.config.history_days) <= day <= last:
                 cutoff = self.started_at if day == self.today else None
                 events = generate_day(
                     self.config.seed, day, self.config.events_per_day, self.account, cutoff
