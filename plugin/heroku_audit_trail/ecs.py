@@ -184,7 +184,7 @@ def event_key(event: dict[str, Any]) -> str:
     """The dedupe key and `event.id`: the event's id (a non-empty string, or an integer), else
     a stable digest of its content, so two distinct id-less events never share a key."""
     event_id = event.get("id")
-    if isinstance(event_id, str) and event_id and _is_utf8(event_id):
+    if isinstance(event_id, str) and event_id and (event_id.isascii() or _is_utf8(event_id)):
         return event_id
     if isinstance(event_id, int) and not isinstance(event_id, bool) and event_id.bit_length() < 64:
         return str(event_id)
@@ -292,15 +292,19 @@ def _organization(account: dict[str, Any]) -> dict[str, str] | None:
     return None
 
 
+_TARGETS = (("app", "name"), ("team", "name"), ("owner", "email"), ("enterprise_account", "name"))
+
+
 def target_name(event: dict[str, Any]) -> str | None:
     """What an event is about, by name: its app, team, owner or enterprise account."""
     get = event.get
-    return (
-        as_text(as_object(get("app")).get("name"))
-        or as_text(as_object(get("team")).get("name"))
-        or as_text(as_object(get("owner")).get("email"))
-        or as_text(as_object(get("enterprise_account")).get("name"))
-    )
+    for part_name, field in _TARGETS:
+        part = get(part_name)
+        if isinstance(part, dict):
+            value = part.get(field)
+            if isinstance(value, str) and value:
+                return value
+    return None
 
 
 def _message(event: dict[str, Any], action: str | None, who: str) -> str:
@@ -427,8 +431,14 @@ def _to_ecs(
         timestamp = read_at  # absent or null: the read time, so every line has a time
     out: dict[str, Any] = {"@timestamp": timestamp, "ecs": _ECS, "event": ecs_event}
 
-    actor, owner, data = as_object(get("actor")), as_object(get("owner")), as_object(get("data"))
-    actor_id, actor_email = as_text(actor.get("id")), as_text(actor.get("email"))
+    # The checks of as_object and as_text, inline: this runs for every event.
+    actor, owner, data = get("actor"), get("owner"), get("data")
+    actor = actor if isinstance(actor, dict) else _NOTHING
+    owner = owner if isinstance(owner, dict) else _NOTHING
+    data = data if isinstance(data, dict) else _NOTHING
+    actor_id, actor_email = actor.get("id"), actor.get("email")
+    actor_id = actor_id if isinstance(actor_id, str) and actor_id else None
+    actor_email = actor_email if isinstance(actor_email, str) and actor_email else None
     if actor_id and actor_email:
         out["user"] = {"id": actor_id, "email": actor_email}
     elif actor_id or actor_email:
@@ -467,9 +477,14 @@ class Rendered(NamedTuple):  # a tuple: made once per event, so cheap to make
 
 
 def render(
-    event: dict[str, Any], output_format: str, read_at: str, include_original: bool = False
+    event: dict[str, Any],
+    output_format: str,
+    read_at: str,
+    include_original: bool = False,
+    key: str | None = None,
 ) -> Rendered:
-    """One output line for one event; never raises (DESIGN §6: nothing stalls the feed)."""
+    """One output line for one event; never raises (DESIGN §6: nothing stalls the feed).
+    `key`: its event_key(), when the caller has it already."""
     created_at = event.get("created_at")
     moment: datetime | None
     timestamp: str | None
@@ -479,7 +494,7 @@ def render(
     else:
         moment = parse_time(created_at)
         timestamp = format_time(moment) if moment is not None else None
-    key = event_key(event)
+    key = event_key(event) if key is None else key
     order = (moment or _LATEST, key)
     try:
         if UNPARSED in event:

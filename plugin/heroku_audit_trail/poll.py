@@ -333,7 +333,9 @@ class Poller:
                 keys.add(key)
                 continue
             keys.add(key)
-            rendered = render(event, settings.output_format, read_at, settings.include_original)
+            rendered = render(
+                event, settings.output_format, read_at, settings.include_original, key
+            )
             if rendered.warning:
                 report.degraded += rendered.line.find(b'"pipeline_error"') >= 0
                 self._warn(report, rendered.warning, event_id=key)
