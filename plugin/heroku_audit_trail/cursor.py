@@ -50,9 +50,14 @@ class DayState:
     next_range: str | None = None  # where the pass under way continues
     pass_started: date | None = None  # the day (UTC) the pass under way began
     full_pass_started: date | None = None  # the day the last completed pass began
+    # `seen` sorted, for the file: a day's ids are replaced, never changed in place, and a
+    # run saves a state several times, so a big day is sorted once (the length guards).
+    _sorted_seen: list[str] | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"seen": sorted(self.seen), "etag": self.etag}
+        if self._sorted_seen is None or len(self._sorted_seen) != len(self.seen):
+            self._sorted_seen = sorted(self.seen)
+        doc: dict[str, Any] = {"seen": self._sorted_seen, "etag": self.etag}
         if self.next_range is not None:
             doc["next_range"] = self.next_range
         for name in ("pass_started", "full_pass_started"):
