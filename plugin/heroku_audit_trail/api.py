@@ -73,7 +73,7 @@ STATUS_ERRORS: dict[int, tuple[type[AuditTrailError], str]] = {
     429: (
         RateLimitedError,
         "Rate Limiting: the account's API quota (4500 requests an hour) is used up; "
-        "the next run carries on",
+        "try again later (it refills 75 requests a minute)",
     ),
 }
 
@@ -463,7 +463,7 @@ class HerokuClient:
             raise RateLimitedError(
                 f"Rate Limiting: RateLimit-Remaining is {remaining}, under the floor of "
                 f"{self.rate_limit_floor}; stopping early so the account's other automation "
-                "keeps its quota (--rate-limit-floor); the next run carries on"
+                "keeps its quota (--rate-limit-floor); try again later"
             )
 
     def _failure(self, response: requests.Response, authenticated: bool) -> AuditTrailError:

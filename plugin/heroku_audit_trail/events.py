@@ -30,7 +30,7 @@ from heroku_audit_trail.ecs import (
     render,
     target_name,
 )
-from heroku_audit_trail.errors import AuditTrailError, UsageError
+from heroku_audit_trail.errors import UsageError
 from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard
 from heroku_audit_trail.poll import each_partition
@@ -170,15 +170,6 @@ def newest(
     return kept[-limit:] if limit is not None else kept
 
 
-def _for_a_look_up(error: AuditTrailError) -> AuditTrailError:
-    """The message of an error raised by parts written for poll, told for a look-up that
-    keeps no state."""
-    text = str(error).split("; the day being written")[0].split("; the next run carries on")[0]
-    if text != str(error):
-        error.args = (f"{text}; events keeps no state: run it again",)
-    return error
-
-
 def run_events(
     settings: Settings,
     client: HerokuClient,
@@ -192,6 +183,7 @@ def run_events(
     lookup = Lookup(settings, client, log, sys.stderr)
     writer = EventWriter(out, log, guard)
     writer.warn_long_lines = False  # a person's look-up, not Fluent Bit's input
+    writer.when_closed = "events keeps no state: nothing is lost, run it again"
     read_at = format_time(datetime.now(timezone.utc))
     output_format = "heroku" if query.output == "heroku" else "ecs"
     days = date_range(query.since, query.until)
@@ -209,30 +201,24 @@ def run_events(
 
     def look_up(enterprise: str) -> None:
         nonlocal printed
-        try:
-            if streamed:  # a day at a time, oldest first: a pipe sees lines as days arrive
-                for _, events in lookup.days_of_events(enterprise, days, query):
-                    printed += print_events([event for _, event in events])
-            else:
-                found = newest(lookup.days_of_events(enterprise, days[::-1], query), query.limit)
-                chosen.extend((place, enterprise, event) for place, event in found)
-        except AuditTrailError as error:
-            raise _for_a_look_up(error) from None
+        if streamed:  # a day at a time, oldest first: a pipe sees lines as days arrive
+            for _, events in lookup.days_of_events(enterprise, days, query):
+                printed += print_events([event for _, event in events])
+        else:
+            found = newest(lookup.days_of_events(enterprise, days[::-1], query), query.limit)
+            chosen.extend((place, enterprise, event) for place, event in found)
 
     code = each_partition(settings.enterprises, look_up, log)
     if not streamed:
         chosen.sort(key=itemgetter(0))  # the accounts merged in time
         if query.limit is not None:
             chosen = chosen[-query.limit :]
-        try:
-            if query.output == "table":
-                rows = [(*row_of(e), *([name] if several else [])) for _, name, e in chosen]
-                lines = table(rows, (*HEADERS, "ACCOUNT") if several else HEADERS) if rows else []
-                writer.write(line.encode() + b"\n" for line in lines)
-            else:
-                print_events([event for _, _, event in chosen])
-        except AuditTrailError as error:
-            raise _for_a_look_up(error) from None
+        if query.output == "table":
+            rows = [(*row_of(e), *([name] if several else [])) for _, name, e in chosen]
+            lines = table(rows, (*HEADERS, "ACCOUNT") if several else HEADERS) if rows else []
+            writer.write(line.encode() + b"\n" for line in lines)
+        else:
+            print_events([event for _, _, event in chosen])
         printed = len(chosen)
     if code and not printed:
         return code  # the error said it all: no summary of nothing

@@ -64,16 +64,14 @@ def _wait_writable(stream: Any) -> None:
         select.select([], [stream.fileno()], [], 1.0)
 
 
-def _closed(error: OSError) -> OutputClosedError:
+def _closed(error: OSError, consequence: str) -> OutputClosedError:
     if isinstance(error, BrokenPipeError) or error.errno in (errno.EPIPE, errno.EBADF):
         reason = "stdout was closed by its reader (broken pipe)"
     elif error.errno in (errno.ENOSPC, errno.EDQUOT):
         reason = "stdout cannot be written: no space left on its device"
     else:
         reason = f"stdout cannot be written: {error.strerror or error}"
-    return OutputClosedError(
-        f"{reason}; the day being written is not saved and will be printed again"
-    )
+    return OutputClosedError(f"{reason}; {consequence}")
 
 
 class EventWriter:
@@ -89,6 +87,8 @@ class EventWriter:
         self.longest_line = 0
         self.warn_long_lines = True
         self._warned_long = False
+        # What a closed stdout means for the command, told in its error.
+        self.when_closed = "the day being written is not saved and will be printed again"
 
     def write(self, lines: Iterable[bytes]) -> int:
         """Write every line and flush; the number of lines. OutputClosedError if stdout fails,
@@ -106,7 +106,7 @@ class EventWriter:
                 self.lines_done = written
             self.stream.flush()
         except OSError as error:
-            raise _closed(error) from None
+            raise _closed(error, self.when_closed) from None
         self.lines_written += written
         return written
 
