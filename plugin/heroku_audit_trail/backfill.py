@@ -157,7 +157,9 @@ class ProgressRecord:
             "partial": partial,
             "updated_at": format_time(datetime.now(timezone.utc)),
         }
-        write_atomic(self.path, orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        write_atomic(
+            self.path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        )
 
     def remove(self) -> None:
         remove_file(self.path)

@@ -620,13 +620,21 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard,
     )
 
 
+def _to_devnull(fd: int) -> None:
+    """Point `fd` at /dev/null, so Python's exit-time flush of it cannot fail."""
+    with suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 def _silence_stdout() -> None:
     """After a broken pipe, keep Python's exit-time flush from printing a traceback."""
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        fd = sys.stdout.fileno()
     except (OSError, ValueError, AttributeError):
-        pass  # no stdout at all: nothing will be flushed
+        return  # no stdout at all: nothing will be flushed
+    _to_devnull(fd)
 
 
 def reserve_standard_fds() -> None:
@@ -664,10 +672,7 @@ def _silence_stderr() -> None:
         if sys.stderr is not None:
             sys.stderr.flush()
     except (OSError, ValueError):
-        with suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
+        _to_devnull(2)
 
 
 def main(
