@@ -209,3 +209,34 @@ def test_backoff_survives_absurd_values() -> None:
     assert skip_reason(just_now, huge, NOW + timedelta(hours=1, seconds=1), 60) is None
     ahead = Backoff(1, NOW + timedelta(days=2), None)  # failed while the clock was ahead
     assert skip_reason(just_now, ahead, NOW, 60) is None
+
+
+def test_a_deadline_striking_while_a_failure_is_saved_keeps_the_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's deadline (SIGALRM) can land while the failed run saves its backoff: the save
+    must finish (the deadline then stops the run), not be cut short with the record lost."""
+    yesterday = TODAY - timedelta(days=1)
+    client = FakeClient({yesterday: [event(yesterday, 1)], TODAY: [event(TODAY, 2)]})
+    assert poll(tmp_path, client)[0] == 0
+    client.fail_on = TODAY
+    guard = StopGuard()
+    real_save = StateStore.save
+
+    def save_as_the_alarm_strikes(store: StateStore, state: Any) -> None:
+        if state.backoff is not None:
+            guard._alarm(14, None)  # what the SIGALRM handler does at --max-runtime
+        real_save(store, state)
+
+    monkeypatch.setattr(StateStore, "save", save_as_the_alarm_strikes)
+    poller = Poller(
+        settings(tmp_path),
+        client,  # type: ignore[arg-type]
+        EventWriter(io.BytesIO(), Log(stream=io.StringIO())),
+        Log(stream=io.StringIO()),
+        guard,
+        now=lambda: NOW,
+    )
+    assert poller.run(poller.settings.enterprises) == 69
+    state = StateStore(tmp_path, Partition("acme")).load()
+    assert state is not None and state.backoff is not None and state.backoff.failures == 1

@@ -170,7 +170,9 @@ class Poller:
                 # Not for a run refused at the account lookup: no state file from a first run
                 # that only learned the token is wrong.
                 if state.account is not None and not isinstance(error, StateWriteError):
-                    with suppress(AuditTrailError):
+                    # Critical: a deadline or signal now must not cut the record of this
+                    # failure (its backoff) short; a stop it brings is not the error told.
+                    with suppress(AuditTrailError), self.guard.critical():
                         store.save(state)
                 if report.days_read or report.events_emitted:  # no summary of nothing
                     self._summary(partition, state, report, requests_before, clock_start)
@@ -179,7 +181,8 @@ class Poller:
             state.last_run = self._attempt(started_at, report, requests_before)
             state.last_attempt = {**state.last_run, "exit_code": 0}
             state.backoff = None
-            store.save(state)
+            with self.guard.critical():
+                store.save(state)
 
     def _summary(
         self,
