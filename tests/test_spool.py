@@ -7,21 +7,34 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from heroku_audit_trail import spool as spool_module
 from heroku_audit_trail.spool import Spool
 
 START = datetime(2026, 11, 23, tzinfo=timezone.utc)
 
 
+@pytest.mark.parametrize("arrival", ["oldest first", "newest first", "shuffled"])
 @pytest.mark.parametrize("threshold", [1 << 30, 100, 0])
-def test_lines_come_back_in_created_at_order(threshold: int) -> None:
+def test_lines_come_back_in_created_at_order(
+    threshold: int, arrival: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever order the API sends a day in; the file is read in windows (small here, so
+    that lines cross their edges), and one line is longer than a window."""
+    monkeypatch.setattr(spool_module, "READ_BYTES", 4096)
     rng = random.Random(threshold)
     items = [
-        ((START + timedelta(seconds=rng.randrange(1000)), f"id-{n}"), f'{{"n":{n}}}\n'.encode())
+        ((START + timedelta(seconds=n // 3), f"id-{n}"), f'{{"n":{n}}}\n'.encode())
         for n in range(2000)
     ]
+    items[700] = (items[700][0], b'{"long":"' + b"x" * 10000 + b'"}\n')
+    if arrival == "newest first":
+        items.reverse()
+    elif arrival == "shuffled":
+        rng.shuffle(items)
     spool = Spool(threshold)
     for start in range(0, len(items), 300):  # page by page
-        spool.extend(items[start : start + 300])
+        page = items[start : start + 300]
+        spool.extend([order for order, _ in page], [line for _, line in page])
     assert len(spool) == len(items)
     assert list(spool.in_order()) == [line for _, line in sorted(items, key=lambda i: i[0])]
     spool.close()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from heroku_audit_trail.ahead import ReadAhead
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import DayState, Partition, State, StateStore
 from heroku_audit_trail.ecs import event_key, format_time, render
@@ -289,23 +290,26 @@ class Poller:
         day_state = state.open_days.get(day, DayState())
         other_days = [kept.seen for other, kept in state.open_days.items() if other != day]
         progress = PassProgress(started=day_state.pass_started if day_state.next_range else None)
-        pages = self.client.day_pages(
-            state.account["id"],
-            day,
-            self.settings.filters,
-            etag=day_state.etag,
-            start_range=day_state.next_range,
+        pages = ReadAhead(
+            self.client.day_pages(
+                state.account["id"],
+                day,
+                self.settings.filters,
+                etag=day_state.etag,
+                start_range=day_state.next_range,
+            )
         )
         try:
             for page in pages:
+                events = page.events  # parsed here, beside the rendering
                 progress.started = progress.started or self.trusted_today(today)
                 if page.warning:
                     self._warn(report, page.warning, day=day.isoformat())
-                lines, keys = self._render_page(
-                    page.events, progress.keys, [day_state.seen, *other_days], read_at, report
+                orders, lines, keys = self._render_page(
+                    events, progress.keys, [day_state.seen, *other_days], read_at, report
                 )
                 with self.guard.critical():
-                    progress.held.extend(lines)
+                    progress.held.extend(orders, lines)
                     progress.keys |= keys
                     progress.pages += 1
                     progress.next_range = page.next_range
@@ -317,6 +321,8 @@ class Poller:
             if progress.pages:
                 self._commit(store, state, day, progress, today, report)
             raise
+        finally:
+            pages.close()
         self._commit(store, state, day, progress, today, report)
 
     def _render_page(
@@ -326,7 +332,9 @@ class Poller:
         seen_sets: list[set[str]],
         read_at: str,
         report: RunReport,
-    ) -> tuple[list[tuple[tuple[datetime, str], bytes]], set[str]]:
+    ) -> tuple[list[tuple[datetime, str]], list[bytes], set[str]]:
+        """The page's new events rendered: their sort keys and lines, and every key seen."""
+        orders = []
         lines = []
         keys: set[str] = set()
         settings = self.settings
@@ -342,8 +350,9 @@ class Poller:
             if rendered.warning:
                 report.degraded += rendered.line.find(b'"pipeline_error"') >= 0
                 self._warn(report, rendered.warning, event_id=key)
-            lines.append((rendered.order, rendered.line))
-        return lines, keys
+            orders.append(rendered.order)
+            lines.append(rendered.line)
+        return orders, lines, keys
 
     def _commit(
         self,

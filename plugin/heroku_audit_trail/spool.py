@@ -10,9 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from datetime import datetime
+from itertools import accumulate
 from typing import BinaryIO
 
 from heroku_audit_trail.errors import StateWriteError
@@ -20,59 +21,52 @@ from heroku_audit_trail.errors import StateWriteError
 Order = tuple[datetime, str]
 
 IN_MEMORY_BYTES = 4 << 20  # below this a day's lines stay in memory
-WRITE_BYTES = 1 << 20  # lines go to the file in writes of about this size
+READ_BYTES = 1 << 20  # printing reads the file in windows of about this size
 
 
 class Spool:
+    """Each line is kept with its sort key; a line's place in the file follows from the
+    lengths of the lines before it, so the index is two flat lists, not a tuple per line."""
+
     def __init__(self, threshold: int = IN_MEMORY_BYTES) -> None:
         self.threshold = threshold
-        self._lines: list[tuple[Order, bytes]] = []  # while in memory
-        self._index: list[tuple[Order, int, int]] = []  # once on disk: (order, offset, length)
+        self._orders: list[Order] = []
+        self._lengths: list[int] = []
+        self._lines: list[bytes] = []  # while in memory
         self._file: BinaryIO | None = None
-        self._offset = 0
-        self._size = 0
+        self._size = 0  # bytes held, in memory or in the file
 
     def __len__(self) -> int:
-        return len(self._lines) + len(self._index)
+        return len(self._orders)
 
-    def extend(self, lines: Iterable[tuple[Order, bytes]]) -> None:
-        """Hold these lines too; all of them, or (StateWriteError) none of them."""
+    def extend(self, orders: Sequence[Order], lines: Sequence[bytes]) -> None:
+        """Hold these lines too, `orders` their sort keys; all of them, or (StateWriteError)
+        none of them."""
         if self._file is None:
-            for item in lines:
-                self._lines.append(item)
-                self._size += len(item[1])
-            if self._size > self.threshold:
-                self._spill()
-            return
-        self._write(self._file, lines)
+            self._lines += lines
+        else:
+            self._write(self._file, b"".join(lines))
+        lengths = [len(line) for line in lines]
+        self._orders += orders
+        self._lengths += lengths
+        self._size += sum(lengths)
+        if self._file is None and self._size > self.threshold:
+            self._spill()
 
-    def _write(self, file: BinaryIO, lines: Iterable[tuple[Order, bytes]]) -> None:
-        """Append the lines to the file in writes of about WRITE_BYTES, and index them only
-        once all are written; a failed write cuts the file back, so the spool is as it was."""
-        entries = []
-        offset = self._offset
-        chunk = bytearray()
+    def _write(self, file: BinaryIO, data: bytes) -> None:
+        """Append `data` to the file; a failed write cuts the file back, so the spool is as
+        it was."""
         try:
-            for order, line in lines:
-                entries.append((order, offset + len(chunk), len(line)))
-                chunk += line
-                if len(chunk) >= WRITE_BYTES:
-                    _write_all(file, chunk)
-                    offset += len(chunk)
-                    chunk = bytearray()
-            _write_all(file, chunk)
-            offset += len(chunk)
+            _write_all(file, data)
         except OSError as error:
             with suppress(OSError):
-                file.seek(self._offset)
+                file.seek(self._size)
                 file.truncate()
             raise StateWriteError(
                 f"cannot hold a busy day's lines in a temporary file ({error.strerror}); "
                 "set TMPDIR to a directory with room; the pages read before are printed, "
                 "the rest of the day follows on the next run"
             ) from None
-        self._index += entries
-        self._offset = offset
 
     def _spill(self) -> None:
         """Move the held lines to an unnamed temporary file. Without one (none can be made,
@@ -84,27 +78,27 @@ class Spool:
             self.threshold = 1 << 62
             return
         try:
-            self._write(spill, self._lines)  # in 1 MiB writes: memory does not double
+            self._size = 0  # the file's size: nothing in it yet
+            self._write(spill, b"".join(self._lines))
         except StateWriteError:
             spill.close()
-            self._index, self._offset = [], 0
+            self._size = sum(self._lengths)
             self.threshold = 1 << 62
             return
+        self._size = sum(self._lengths)
         self._file = spill
         self._lines = []
 
     def in_order(self) -> Iterator[bytes]:
         """Every line, in created_at order (then id)."""
+        orders = self._orders
+        ranked = sorted(range(len(orders)), key=orders.__getitem__)
         if self._file is None:
-            self._lines.sort(key=lambda item: item[0])
-            for _, line in self._lines:
-                yield line
+            lines = self._lines
+            for index in ranked:
+                yield lines[index]
             return
-        self._file.flush()
-        self._index.sort(key=lambda item: item[0])
-        fd = self._file.fileno()
-        for _, offset, length in self._index:
-            yield os.pread(fd, length, offset)
+        yield from _read_in_order(self._file.fileno(), self._lengths, ranked, self._size)
 
     def close(self) -> None:
         if self._file is not None:
@@ -112,7 +106,37 @@ class Spool:
             self._file = None
 
 
-def _write_all(file: BinaryIO, data: bytearray) -> None:
+def _read_in_order(fd: int, lengths: list[int], ranked: list[int], size: int) -> Iterator[bytes]:
+    """The lines of the file in `ranked` order. Where the next line follows or precedes this
+    one in the file, a window of lines is read at once, so a day the API sent in either time
+    order costs a read per window rather than one per line."""
+    offsets = list(accumulate(lengths, initial=0))
+    window, window_start = b"", 0
+    for position, index in enumerate(ranked):
+        start, end = offsets[index], offsets[index + 1]
+        if start < window_start or end > window_start + len(window):
+            following = ranked[position + 1] if position + 1 < len(ranked) else index + 1
+            if following == index + 1:  # oldest first: the window starts at this line
+                window_start, window_end = start, max(end, min(size, start + READ_BYTES))
+            elif following == index - 1:  # newest first: the window ends at this line
+                window_start, window_end = min(start, max(0, end - READ_BYTES)), end
+            else:  # the lines came in no time order (by id, say): this line alone
+                window_start, window_end = start, end
+            window = _read_exactly(fd, window_start, window_end)
+        yield window[start - window_start : end - window_start]
+
+
+def _read_exactly(fd: int, start: int, end: int) -> bytes:
+    data = os.pread(fd, end - start, start)
+    while len(data) < end - start:  # a regular file reads short only at its end
+        more = os.pread(fd, end - start - len(data), start + len(data))
+        if not more:
+            raise OSError(errno.EIO, "the spool file is shorter than what was written to it")
+        data += more
+    return data
+
+
+def _write_all(file: BinaryIO, data: bytes) -> None:
     """Write all of `data` (an unbuffered file may take part of it: a nearly full disk)."""
     view = memoryview(data)
     while view:
