@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 
 import orjson
@@ -10,7 +11,7 @@ import requests
 import responses
 from responses import matchers
 
-from heroku_audit_trail.api import Deadline, HerokuClient, with_max
+from heroku_audit_trail.api import AbandonedError, Deadline, HerokuClient, with_max
 from heroku_audit_trail.config import Secret
 from heroku_audit_trail.ecs import UNPARSED
 from heroku_audit_trail.errors import (
@@ -281,3 +282,32 @@ def test_a_malformed_date_header_is_ignored(value: str) -> None:
     from heroku_audit_trail.api import _http_date
 
     assert _http_date(value) is None
+
+
+@responses.activate
+def test_an_abandoned_day_makes_no_further_request_and_counts_none() -> None:
+    """A read-ahead whose caller stopped (another account's run may follow on the same
+    client): no retry after the backoff, no next page, and nothing added to the counts."""
+    responses.get(EVENTS_URL, body=events("a"), status=206, headers={"Next-Range": "]a..; max=200"})
+    responses.get(EVENTS_URL, status=503)
+    abandoned = threading.Event()
+    api = HerokuClient(API, Secret(TOKEN, "test"), sleep=lambda _: abandoned.set())
+    pages = api.day_pages("acct-1", DAY, abandoned=abandoned)
+    assert [event["id"] for event in next(pages).events] == ["a"]
+    with pytest.raises(AbandonedError):
+        next(pages)  # the 503's backoff: the caller left while it slept
+    assert len(responses.calls) == 2 and api.requests_made == 2
+
+    responses.reset()
+    left_in_flight = threading.Event()
+
+    def answer(request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
+        left_in_flight.set()  # the caller left while this request was on its way
+        return 200, {"RateLimit-Remaining": "4000"}, events("b")
+
+    responses.add_callback(responses.GET, EVENTS_URL, callback=answer)
+    late = HerokuClient(API, Secret(TOKEN, "test"))
+    with pytest.raises(AbandonedError):
+        next(late.day_pages("acct-1", DAY, abandoned=left_in_flight))
+    assert len(responses.calls) == 1
+    assert late.requests_made == 0 and late.rate_limit_remaining is None

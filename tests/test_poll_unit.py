@@ -49,6 +49,7 @@ class FakeClient:
         filters: Any = (),
         etag: str | None = None,
         start_range: str | None = None,
+        abandoned: Any = None,
     ) -> Iterator[Page]:
         self.requests_made += 1
         self.fetched.append(day)

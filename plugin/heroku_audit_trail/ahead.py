@@ -22,10 +22,14 @@ class _End:
 class ReadAhead(Generic[T]):
     """Iterates `source` in a worker thread, one item ahead of the caller. An exception from
     `source` is raised to the caller where that item would have been, after the items before
-    it. The worker is a daemon: a run that stops does not wait for its request to end."""
+    it. The worker is a daemon: a run that stops does not wait for its request to end.
 
-    def __init__(self, source: Iterator[T]) -> None:
+    `abandoned` is set on close, for a source that can stop mid-item (no retry of a request
+    that nobody will read, while the caller goes on to another account's requests)."""
+
+    def __init__(self, source: Iterator[T], abandoned: threading.Event | None = None) -> None:
         self._source = source
+        self.abandoned = abandoned or threading.Event()
         self._wanted: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: read one more
         self._items: queue.SimpleQueue[tuple[T | _End | None, BaseException | None]] = (
             queue.SimpleQueue()
@@ -67,6 +71,7 @@ class ReadAhead(Generic[T]):
 
     def close(self) -> None:
         """Read no more: the worker ends after the item it is reading, if any."""
+        self.abandoned.set()
         if not self._finished:
             self._finished = True
             self._wanted.put(False)

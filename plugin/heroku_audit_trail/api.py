@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -94,6 +95,10 @@ class Deadline:
                 "the run reached --max-runtime; days already printed are saved "
                 "and the next run carries on"
             )
+
+
+class AbandonedError(Exception):
+    """A page read ahead that its caller no longer wants (not a failure: nobody sees it)."""
 
 
 @dataclass
@@ -284,9 +289,11 @@ class HerokuClient:
         filters: tuple[tuple[str, str], ...] = (),
         etag: str | None = None,
         start_range: str | None = None,
+        abandoned: threading.Event | None = None,
     ) -> Iterator[Page]:
         """The pages of one day, following Next-Range; from `start_range` to continue a pass,
-        else from the first page, with If-None-Match when an ETag was kept for the day."""
+        else from the first page, with If-None-Match when an ETag was kept for the day.
+        `abandoned`: set by a caller that reads ahead and has stopped: no request after it."""
         path = f"/enterprise-accounts/{quote(account_id, safe='')}/events"
         params = {"day": day.isoformat(), **dict(filters)}
         headers = {"Range": with_max(start_range)} if start_range else {}
@@ -296,7 +303,9 @@ class HerokuClient:
         ranges_seen: set[str] = set()
         pages = 0
         while True:
-            response = self.get(path, params=params, headers=headers, allow=(416,))
+            response = self.get(
+                path, params=params, headers=headers, allow=(416,), abandoned=abandoned
+            )
             if response.status_code == 416:
                 # max=1000 is not documented for /events: ask as the server said. A range kept
                 # from an earlier run that the server no longer knows: read the day afresh.
@@ -395,9 +404,17 @@ class HerokuClient:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         allow: tuple[int, ...] = (),
+        abandoned: threading.Event | None = None,
     ) -> requests.Response:
-        """GET an API path; a status in `allow` is returned to the caller, not raised."""
-        return self._send(self.api_url + path, params=params, headers=headers or {}, allow=allow)
+        """GET an API path; a status in `allow` is returned to the caller, not raised.
+        `abandoned`: once set, no further attempt is made (AbandonedError)."""
+        return self._send(
+            self.api_url + path,
+            params=params,
+            headers=headers or {},
+            allow=allow,
+            abandoned=abandoned,
+        )
 
     def _send(
         self,
@@ -408,9 +425,12 @@ class HerokuClient:
         authenticated: bool = True,
         allow: tuple[int, ...] = (),
         cap: int = PAGE_BYTES_CAP,
+        abandoned: threading.Event | None = None,
     ) -> requests.Response:
         attempt = 0
         while True:
+            if abandoned is not None and abandoned.is_set():
+                raise AbandonedError("the caller no longer wants this response")
             self._check_floor()
             self.deadline.check()
             request_headers = {"User-Agent": USER_AGENT, "Request-Id": str(uuid.uuid4())}
@@ -438,6 +458,8 @@ class HerokuClient:
                     "TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA bundle"
                 ) from None
             except requests.RequestException as error:
+                if abandoned is not None and abandoned.is_set():
+                    raise AbandonedError("the caller no longer wants this response") from None
                 self.requests_made += 1
                 self.deadline.check()
                 failure: AuditTrailError = ApiUnavailableError(
@@ -446,6 +468,9 @@ class HerokuClient:
                     "check the network, or HEROKU_API_URL"
                 )
             else:
+                if abandoned is not None and abandoned.is_set():
+                    # Counted nowhere: the run may be on another account by now.
+                    raise AbandonedError("the caller no longer wants this response")
                 self.requests_made += 1
                 self._note(response)
                 status = response.status_code
@@ -468,6 +493,8 @@ class HerokuClient:
             out_of_budget = self._waited + delay > RETRY_BUDGET
             if attempt > MAX_RETRIES or out_of_budget or delay >= self.deadline.remaining():
                 raise failure
+            if abandoned is not None and abandoned.is_set():
+                raise AbandonedError("the caller no longer wants this response")
             self._waited += delay
             self.sleep(delay)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -290,6 +291,7 @@ class Poller:
         day_state = state.open_days.get(day, DayState())
         other_days = [kept.seen for other, kept in state.open_days.items() if other != day]
         progress = PassProgress(started=day_state.pass_started if day_state.next_range else None)
+        abandoned = threading.Event()
         pages = ReadAhead(
             self.client.day_pages(
                 state.account["id"],
@@ -297,7 +299,9 @@ class Poller:
                 self.settings.filters,
                 etag=day_state.etag,
                 start_range=day_state.next_range,
-            )
+                abandoned=abandoned,
+            ),
+            abandoned,
         )
         try:
             for page in pages:

@@ -98,7 +98,7 @@ class Spool:
             for index in ranked:
                 yield lines[index]
             return
-        yield from _read_in_order(self._file.fileno(), self._lengths, ranked, self._size)
+        yield from _read_in_order(self._file.fileno(), self._lengths, ranked)
 
     def close(self) -> None:
         if self._file is not None:
@@ -106,23 +106,32 @@ class Spool:
             self._file = None
 
 
-def _read_in_order(fd: int, lengths: list[int], ranked: list[int], size: int) -> Iterator[bytes]:
-    """The lines of the file in `ranked` order. Where the next line follows or precedes this
-    one in the file, a window of lines is read at once, so a day the API sent in either time
-    order costs a read per window rather than one per line."""
+def _read_in_order(fd: int, lengths: list[int], ranked: list[int]) -> Iterator[bytes]:
+    """The lines of the file in `ranked` order. A run of lines that lie one after another in
+    the file (forwards or backwards) is read at once, up to about READ_BYTES, so a day the
+    API sent in either time order costs a read per window rather than one per line, and a day
+    in no order costs no more than a read per line (measured: cheaper than merging sorted
+    runs, on a 200-page day)."""
     offsets = list(accumulate(lengths, initial=0))
     window, window_start = b"", 0
+    last = len(ranked) - 1
     for position, index in enumerate(ranked):
         start, end = offsets[index], offsets[index + 1]
         if start < window_start or end > window_start + len(window):
-            following = ranked[position + 1] if position + 1 < len(ranked) else index + 1
-            if following == index + 1:  # oldest first: the window starts at this line
-                window_start, window_end = start, max(end, min(size, start + READ_BYTES))
-            elif following == index - 1:  # newest first: the window ends at this line
-                window_start, window_end = min(start, max(0, end - READ_BYTES)), end
-            else:  # the lines came in no time order (by id, say): this line alone
-                window_start, window_end = start, end
-            window = _read_exactly(fd, window_start, window_end)
+            run_end = position  # the run of ranked lines that are neighbours in the file
+            step = ranked[position + 1] - index if position < last else 0
+            if step in (1, -1):
+                wanted = end - start
+                while (
+                    run_end < last
+                    and ranked[run_end + 1] == ranked[run_end] + step
+                    and wanted < READ_BYTES
+                ):
+                    run_end += 1
+                    wanted += lengths[ranked[run_end]]
+            first, final = sorted((index, ranked[run_end]))
+            window_start = offsets[first]
+            window = _read_exactly(fd, window_start, offsets[final + 1])
         yield window[start - window_start : end - window_start]
 
 
