@@ -2,7 +2,8 @@
 
     python bench/run.py [--quick] [--json PATH]
 
-Rows (median of several runs where it is a time):
+Rows (where it is a time: the floor and ours in turn, several rounds, the median of the
+rounds' ratios):
 - mapping: `render()` of each event (orjson.loads first) against orjson.loads + orjson.dumps of
   the same events (the generator's realistic events);
 - a day of 1k / 20k / 100k events (quick: 1k / 5k): a first `poll` as a subprocess against
@@ -47,6 +48,22 @@ from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def paired(
+    rounds: int, floor_work: Callable[[], object], our_work: Callable[[], object]
+) -> dict[str, float]:
+    """The floor and ours in turn, `rounds` times: each side's median, and the median of the
+    rounds' ratios (a machine that drifts during the run moves both sides of a round alike)."""
+    floors, ours = [], []
+    for _ in range(rounds):
+        floors.append(median_of(1, floor_work))
+        ours.append(median_of(1, our_work))
+    return {
+        "floor_s": statistics.median(floors),
+        "ours_s": statistics.median(ours),
+        "ratio": statistics.median(mine / floor for mine, floor in zip(ours, floors, strict=True)),
+    }
+
+
 def median_of(rounds: int, work: Callable[[], object]) -> float:
     timings = []
     for _ in range(rounds):
@@ -60,9 +77,14 @@ def mapping(count: int, rounds: int) -> dict[str, Any]:
     events = generate_day(1, date(2026, 11, 23), count, {"id": "e1", "name": "acme"})
     raw = [orjson.dumps(event) for event in events]
     read_at = format_time(datetime.now(timezone.utc))
-    floor = median_of(rounds, lambda: [orjson.dumps(orjson.loads(text)) for text in raw])
-    ours = median_of(rounds, lambda: [render(orjson.loads(text), "ecs", read_at) for text in raw])
-    return {"events": count, "floor_s": floor, "ours_s": ours, "ratio": ours / floor}
+    return {
+        "events": count,
+        **paired(
+            rounds,
+            lambda: [orjson.dumps(orjson.loads(text)) for text in raw],
+            lambda: [render(orjson.loads(text), "ecs", read_at) for text in raw],
+        ),
+    }
 
 
 def run_cli(
@@ -142,11 +164,12 @@ def day_size(count: int, rounds: int) -> dict[str, Any]:
                 peaks.append(peak_kib)
                 state_file = state_save(next(Path(state_dir).glob("*.json")))
     floor_s, ours_s = statistics.median(floors), statistics.median(ours)
+    ratio = statistics.median(mine / floor for mine, floor in zip(ours, floors, strict=True))
     return {
         "events": fetched,
         "floor_s": floor_s,
         "ours_s": ours_s,
-        "ratio": ours_s / floor_s,
+        "ratio": ratio,
         "peak_rss_mib": max(peaks) / 1024,
         "state_file": state_file,
     }
@@ -173,7 +196,6 @@ def state_save(path: Path, rounds: int = 5) -> dict[str, Any]:
 
 def nothing_new(rounds: int) -> dict[str, Any]:
     imports = [sys.executable, "-c", "import requests, orjson, platformdirs"]
-    floor = median_of(rounds, lambda: subprocess.run(imports, check=True))
     with Simulator(SimulatorConfig(seed=2, events_per_day=50, history_days=1)) as sim:
         with tempfile.TemporaryDirectory() as state_dir:
             run_cli(sim, state_dir, "poll")
@@ -182,15 +204,13 @@ def nothing_new(rounds: int) -> dict[str, Any]:
             def poll() -> None:
                 summaries.append(run_cli(sim, state_dir, "poll")[2])
 
-            ours = median_of(rounds, poll)
+            timed = paired(rounds, lambda: subprocess.run(imports, check=True), poll)
         with tempfile.TemporaryDirectory() as state_dir:
             since = str(date.fromordinal(datetime.now(timezone.utc).date().toordinal() - 30))
             backfill = run_cli(sim, state_dir, "backfill", "--since", since)[2]
     per_poll = summaries[-1]["requests"]
     return {
-        "floor_s": floor,
-        "ours_s": ours,
-        "ratio": ours / floor,
+        **timed,
         "requests_per_steady_poll": per_poll,
         "tokens_per_hour_1min": per_poll * 60,
         "tokens_per_hour_5min": per_poll * 12,
@@ -249,9 +269,7 @@ def zipapp_start(rounds: int) -> dict[str, Any]:
             def run(program: tuple[str, ...]) -> Callable[[], object]:
                 return lambda: run_cli(sim, state_dir, "poll", program=program)
 
-            floor = median_of(rounds, run((str(console),)))
-            ours = median_of(rounds, run((sys.executable, str(pyz))))
-    return {"floor_s": floor, "ours_s": ours, "ratio": ours / floor}
+            return paired(rounds, run((str(console),)), run((sys.executable, str(pyz))))
 
 
 def main() -> int:
@@ -266,7 +284,7 @@ def main() -> int:
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "mapping": mapping(5_000 if args.quick else 20_000, rounds),
-        "days": {str(size): day_size(size, 3) for size in sizes},
+        "days": {str(size): day_size(size, 3 if args.quick else 5) for size in sizes},
         "nothing_new": nothing_new(rounds),
         "zipapp_start": zipapp_start(rounds),
         "accounts": many_accounts(10, 100 if args.quick else 1000),
