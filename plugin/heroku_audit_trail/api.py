@@ -101,6 +101,11 @@ class AbandonedError(Exception):
     """A page read ahead that its caller no longer wants (not a failure: nobody sees it)."""
 
 
+def _stop_if(abandoned: threading.Event | None) -> None:
+    if abandoned is not None and abandoned.is_set():
+        raise AbandonedError("the caller no longer wants this response")
+
+
 @dataclass
 class Page:
     """One page of a day's events, and what it says about the rest of the day.
@@ -429,8 +434,7 @@ class HerokuClient:
     ) -> requests.Response:
         attempt = 0
         while True:
-            if abandoned is not None and abandoned.is_set():
-                raise AbandonedError("the caller no longer wants this response")
+            _stop_if(abandoned)
             self._check_floor()
             self.deadline.check()
             request_headers = {"User-Agent": USER_AGENT, "Request-Id": str(uuid.uuid4())}
@@ -458,8 +462,7 @@ class HerokuClient:
                     "TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA bundle"
                 ) from None
             except requests.RequestException as error:
-                if abandoned is not None and abandoned.is_set():
-                    raise AbandonedError("the caller no longer wants this response") from None
+                _stop_if(abandoned)
                 self.requests_made += 1
                 self.deadline.check()
                 failure: AuditTrailError = ApiUnavailableError(
@@ -468,9 +471,7 @@ class HerokuClient:
                     "check the network, or HEROKU_API_URL"
                 )
             else:
-                if abandoned is not None and abandoned.is_set():
-                    # Counted nowhere: the run may be on another account by now.
-                    raise AbandonedError("the caller no longer wants this response")
+                _stop_if(abandoned)  # counted nowhere: the run may be on another account now
                 self.requests_made += 1
                 self._note(response)
                 status = response.status_code
@@ -493,8 +494,7 @@ class HerokuClient:
             out_of_budget = self._waited + delay > RETRY_BUDGET
             if attempt > MAX_RETRIES or out_of_budget or delay >= self.deadline.remaining():
                 raise failure
-            if abandoned is not None and abandoned.is_set():
-                raise AbandonedError("the caller no longer wants this response")
+            _stop_if(abandoned)
             self._waited += delay
             self.sleep(delay)
 
