@@ -45,7 +45,7 @@ class Spool:
         if self._file is None:
             self._lines += lines
         else:
-            self._write(self._file, b"".join(lines))
+            self._write(self._file, b"".join(lines), self._size)
         lengths = [len(line) for line in lines]
         self._orders += orders
         self._lengths += lengths
@@ -53,14 +53,14 @@ class Spool:
         if self._file is None and self._size > self.threshold:
             self._spill()
 
-    def _write(self, file: BinaryIO, data: bytes) -> None:
-        """Append `data` to the file; a failed write cuts the file back, so the spool is as
-        it was."""
+    def _write(self, file: BinaryIO, data: bytes, size: int) -> None:
+        """Append `data` to the file, `size` bytes long; a failed write cuts it back to that,
+        so the spool is as it was."""
         try:
             _write_all(file, data)
         except OSError as error:
             with suppress(OSError):
-                file.seek(self._size)
+                file.seek(size)
                 file.truncate()
             raise StateWriteError(
                 f"cannot hold a busy day's lines in a temporary file ({error.strerror}); "
@@ -78,14 +78,11 @@ class Spool:
             self.threshold = 1 << 62
             return
         try:
-            self._size = 0  # the file's size: nothing in it yet
-            self._write(spill, b"".join(self._lines))
+            self._write(spill, b"".join(self._lines), 0)
         except StateWriteError:
             spill.close()
-            self._size = sum(self._lengths)
             self.threshold = 1 << 62
             return
-        self._size = sum(self._lengths)
         self._file = spill
         self._lines = []
 
