@@ -29,3 +29,7 @@ def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
         day["events"] >= 1000 and day["peak_rss_mib"] > 0 for day in results["days"].values()
     )
     assert results["nothing_new"]["requests_per_steady_poll"] >= 1
+    assert results["mapping"]["lines_dropped"]["ratio"] > 0
+    assert all(day["cpu_ratio"] > 0 for day in results["days"].values())
+    assert results["days"]["5000"]["mapping_stubbed_ratio"] > 0  # the largest day only
+    assert "mapping_stubbed_ratio" not in results["days"]["1000"]
