@@ -183,7 +183,7 @@ def api_flags() -> Parser:
     group.add_argument(
         "--api-url",
         metavar="URL",
-        help=f"(env HEROKU_API_URL; default {DEFAULT_API_URL}; http:// only to this host)",
+        help=f"(env HEROKU_API_URL; default {DEFAULT_API_URL}; http:// only to loopback)",
     )
     group.add_argument(
         "--token-file",
