@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -18,7 +19,7 @@ import trustme
 
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 
-from .conftest import Cli, window_ids
+from .conftest import Cli, utc_today, window_ids
 from .proxy import ForwardProxy
 
 # -- failure backoff across runs ------------------------------------------------------------
@@ -285,6 +286,27 @@ def test_netrc_credentials_never_replace_the_token(cli: Cli, sim: Simulator) -> 
     netrc.chmod(0o600)
     run = cli.run("poll")
     assert run.code == 0, run.stderr
+
+
+def test_an_archive_redirect_carries_no_netrc_credentials(tmp_path: Path) -> None:
+    """An archive's storage may answer with a redirect; requests then adds the ~/.netrc entry
+    of the host it is sent to, unless told not to. Here that host is the simulator's."""
+    this_month = utc_today().replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    config = SimulatorConfig(seed=5, events_per_day=3, history_days=70, archive_redirect=True)
+    with Simulator(config) as sim:
+        cli = Cli(sim, tmp_path)
+        cli.home.mkdir(exist_ok=True)
+        netrc = cli.home / ".netrc"
+        netrc.write_text("machine 127.0.0.1\n  login someone\n  password netrc-secret-0123\n")
+        netrc.chmod(0o600)
+        until = str(this_month - timedelta(days=1))
+        run = cli.run("backfill", "--since", str(last_month), "--until", until, "--archives")
+        assert run.code == 0, run.stderr
+        files = [entry for entry in sim.request_log if "/archive-" in entry["path"]]
+        assert [entry["status"] for entry in files] == [302, 200]  # the redirect was followed
+        assert not any(entry["credentials"] for entry in files)
+        assert len(run.ids) == len(set(run.ids)) > 0
 
 
 def malformed_header(connection: socket.socket, stop: threading.Event) -> None:

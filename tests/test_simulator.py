@@ -643,6 +643,7 @@ def test_the_request_log_never_holds_the_token(small: Simulator) -> None:
         "status": 206,
         "range": "id ..; max=5",
         "if_none_match": '"x"',
+        "credentials": True,  # that some came, never what they were
     }
     logged = repr(small.request_log)
     for secret in (

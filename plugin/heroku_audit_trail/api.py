@@ -239,6 +239,25 @@ class _NoNetrc(requests.auth.AuthBase):
         return request
 
 
+class _Session(requests.Session):
+    """Proxies (HTTPS_PROXY, NO_PROXY) and CA bundles (REQUESTS_CA_BUNDLE) from the environment,
+    like any requests-based tool, but no credentials from ~/.netrc: not on a request, nor on
+    the redirect an archive's storage may answer (requests adds the new host's entry there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = True
+        self.auth = _NoNetrc()
+
+    def rebuild_auth(
+        self, prepared_request: requests.PreparedRequest, response: requests.Response
+    ) -> None:
+        headers = prepared_request.headers
+        old_url, new_url = response.request.url or "", prepared_request.url or ""
+        if "Authorization" in headers and self.should_strip_auth(old_url, new_url):  # type: ignore[no-untyped-call]
+            del headers["Authorization"]
+
+
 class HerokuClient:
     def __init__(
         self,
@@ -247,18 +266,14 @@ class HerokuClient:
         *,
         deadline: Deadline | None = None,
         rate_limit_floor: int = 0,
-        session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.deadline = deadline or Deadline(None)
         self.rate_limit_floor = rate_limit_floor
         self.sleep = sleep
-        self.session = session or requests.Session()
-        # Proxies (HTTPS_PROXY, NO_PROXY) and CA bundles (REQUESTS_CA_BUNDLE) from the
-        # environment, like any requests-based tool; SSL_CERT_FILE too, which requests ignores.
-        self.session.trust_env = True
-        self.session.auth = _NoNetrc()
+        self.session = _Session()
+        # SSL_CERT_FILE too, which requests ignores.
         ca_file = os.environ.get("SSL_CERT_FILE")
         if ca_file and not os.environ.get("REQUESTS_CA_BUNDLE"):
             self.session.verify = ca_file

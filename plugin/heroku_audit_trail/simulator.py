@@ -117,6 +117,8 @@ class SimulatorConfig:
     # ("YYYY-MM", day): that month's archive was built on that day, so it holds only the
     # days before it (its created_at says so)
     archive_built_on: tuple[tuple[str, date], ...] = ()
+    # An archive's url answers 302 to where the file is (storage behind a redirect).
+    archive_redirect: bool = False
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free ephemeral port
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context (tests: trustme)
@@ -314,7 +316,7 @@ class Simulator:
         """Answer one request, then log it: method, path, query, status, Range, If-None-Match."""
         parts = urlsplit(target)
         query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
-        is_file = parts.path.startswith("/archive-files/")
+        is_file = parts.path.startswith(("/archive-files/", "/archive-redirect/"))
         if parts.path != "/account/rate-limits" and self.faults.latency > 0:
             time.sleep(self.faults.latency)
         try:
@@ -337,6 +339,7 @@ class Simulator:
             "status": response.status,
             "range": headers.get("range"),
             "if_none_match": headers.get("if-none-match"),
+            "credentials": headers.get("authorization") is not None,
         }
         with self._lock:
             if parts.path.endswith("/events"):
@@ -528,9 +531,10 @@ class Simulator:
         months = {day.strftime("%Y-%m") for day in days}
         return sorted(months - set(self.config.missing_archive_months))
 
-    def _archive_path(self, month: str) -> str:
+    def _archive_path(self, month: str, redirect: bool = False) -> str:
         secret = f"{self.config.seed}:{self.config.enterprise_id}:{month}".encode()
-        return f"/archive-files/{hashlib.sha256(secret).hexdigest()[:24]}/{month}.json.gz"
+        where = "archive-redirect" if redirect else "archive-files"
+        return f"/{where}/{hashlib.sha256(secret).hexdigest()[:24]}/{month}.json.gz"
 
     def _archive(self, month: str) -> tuple[dict[str, Any], bytes]:
         """The archive object and its gzip file for `month`, rebuilt after add_events."""
@@ -554,7 +558,7 @@ class Simulator:
             "created_at": f"{built}T00:02:24.870Z"
             if built
             else archive_created_at(month, self.today),
-            "url": self.url + self._archive_path(month),
+            "url": self.url + self._archive_path(month, self.config.archive_redirect),
             "checksum": checksum,
             "size": len(content),
         }
@@ -567,6 +571,8 @@ class Simulator:
         if method != "GET":
             raise _Reply(405, "method_not_allowed", f"{method} is not supported.")
         month = path.rsplit("/", 1)[-1].removesuffix(".json.gz")
+        if month in self._archive_months() and path == self._archive_path(month, redirect=True):
+            return _Response(302, b"", {"Location": self.url + self._archive_path(month)})
         if month not in self._archive_months() or path != self._archive_path(month):
             raise _not_found("No such archive file.")
         return _Response(200, self._archive(month)[1], {"Content-Type": "application/gzip"})
