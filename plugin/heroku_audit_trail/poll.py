@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -63,7 +64,7 @@ def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
             reason = skip_reason(started, state.backoff, now, settings.min_interval)
         if reason is None:
             due.append(enterprise)
-        elif log.log_format == "text":
+        elif sys.stderr is not None and sys.stderr.isatty():
             # Only for a person: under Fluent Bit's 1 s interval this would be a line a second.
             log.info(reason, enterprise=enterprise)
     return due
@@ -160,7 +161,8 @@ class Poller:
             try:
                 self._read_days(store, state, report, started_at.date())
             except AuditTrailError as error:
-                if isinstance(error, (ApiUnavailableError, RateLimitedError)):
+                backs_off = isinstance(error, (ApiUnavailableError, RateLimitedError))
+                if backs_off:
                     # Remembered, so the next runs leave the API alone for a while (a run a
                     # second under Fluent Bit would otherwise retry an outage every second).
                     retry_after = self.client.last_retry_after
@@ -169,9 +171,11 @@ class Poller:
                 # changes are made and saved together), unless saving is what failed.
                 state.last_attempt = self._attempt(started_at, report, requests_before)
                 state.last_attempt["exit_code"] = error.exit_code
-                # Not for a run refused at the account lookup: no state file from a first run
-                # that only learned the token is wrong.
-                if state.account is not None and not isinstance(error, StateWriteError):
+                # Not for a first run refused at the account lookup: no state file from a run
+                # that only learned the token is wrong. One that met an outage keeps its
+                # backoff, or the next runs would all try the account again at once.
+                saves = state.account is not None or backs_off
+                if saves and not isinstance(error, StateWriteError):
                     # Critical: a deadline or signal now must not cut the record of this
                     # failure (its backoff) short; a stop it brings is not the error told.
                     with suppress(AuditTrailError), self.guard.critical():

@@ -11,6 +11,7 @@ import orjson
 
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore, parse_state, read_private
+from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
     EX_OK,
     AuditTrailError,
@@ -27,7 +28,7 @@ def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool, l
         for enterprise in settings.enterprises
     ]
     if action == "show":
-        return show(stores, as_json)
+        return show(stores, as_json, settings.min_interval)
     if not confirmed:
         raise UsageError(
             "state reset removes the cursor, so the next poll re-reads the lookback window "
@@ -47,7 +48,7 @@ def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool, l
     return EX_OK
 
 
-def show(stores: list[StateStore], as_json: bool) -> int:
+def show(stores: list[StateStore], as_json: bool, min_interval: float) -> int:
     """A readable summary of each partition's cursor (ids counted, not listed), or with
     --json the state document itself. A partition never polled here is exit 78."""
     for store in stores:
@@ -63,13 +64,24 @@ def show(stores: list[StateStore], as_json: bool) -> int:
             sys.stdout.buffer.write(orjson.dumps(state.to_json(), option=orjson.OPT_APPEND_NEWLINE))
             continue
         row = describe(store.path, store.state_dir)
-        account = state.account or {}
+        account = (
+            f"{state.account.get('name')} ({state.account['id']})"
+            if state.account
+            else "not looked up yet"
+        )
+        backoff = "none"
+        if state.backoff is not None:
+            backoff = (
+                f"backing off after {state.backoff.failures} failed run(s) in a row, until "
+                f"{format_time(state.backoff.wait_until(min_interval))} at --min-interval "
+                f"{min_interval:g}"
+            )
         lines = [
             f"{row['enterprise']}" + (f" {row['filters']}" if row["filters"] else ""),
-            f"  account:        {account.get('name')} ({account.get('id')})",
-            f"  closed through: {row['closed_through']}",
-            f"  last success:   {row['last_success']}",
-            f"  backoff:        {row['backoff'] or 'none'}",
+            f"  account:        {account}",
+            f"  closed through: {row['closed_through'] or 'none yet'}",
+            f"  last success:   {row['last_success'] or 'none yet'}",
+            f"  backoff:        {backoff}",
             f"  file:           {store.path}",
         ]
         for day, kept in sorted(state.open_days.items()):
