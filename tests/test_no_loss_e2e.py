@@ -221,6 +221,19 @@ def test_a_cursor_planted_in_2099_is_rewound(cli: Cli, sim: Simulator) -> None:
     assert any("2099-12-31" in log["message"] for log in run.logs)
 
 
+def test_a_larger_lookback_does_not_read_closed_days_again(cli: Cli, sim: Simulator) -> None:
+    """Closed days stay closed when --lookback-days grows: they were read in full."""
+    assert cli.run("poll", "--lookback-days", "2").code == 0
+    assert cli.run("poll", "--lookback-days", "1").code == 0  # closes today less two days
+    closed = orjson.loads(next(iter(cli.state_bytes().values())))["closed_through"]
+    assert closed == str(utc_today() - timedelta(days=2))
+    late = sim.add_events(utc_today() - timedelta(days=1), 2)
+    wider = cli.run("poll", "--lookback-days", "2")
+    assert wider.code == 0, wider.stderr
+    assert sorted(wider.ids) == sorted(event["id"] for event in late)  # no event twice
+    assert not [log for log in wider.logs if log["log.level"] == "warning"]
+
+
 # -- 4. a full single page -----------------------------------------------------------------
 
 

@@ -71,8 +71,18 @@ def test_a_day_closes_only_after_a_full_pass_begun_outside_the_window() -> None:
 
 
 def test_a_cursor_ahead_of_the_window_is_brought_back() -> None:
-    assert rewound(date(2099, 12, 31), TODAY, 1) == date(2026, 11, 22)
-    assert rewound(date(2026, 11, 20), TODAY, 1) == date(2026, 11, 20)
+    horizon = date(2026, 11, 22)  # TODAY less one day of lookback, less one
+    assert rewound(date(2026, 11, 20), TODAY, TODAY, 1) == date(2026, 11, 20)  # in the window
+    assert rewound(date(2099, 12, 31), TODAY, TODAY, 1) == horizon  # planted
+    assert rewound(date(2026, 11, 23), date(2026, 11, 26), TODAY, 1) == horizon  # clock ahead
+    assert rewound(date(2026, 11, 23), None, TODAY, 1) == horizon  # an older state: unknown
+    assert rewound(TODAY, TODAY, TODAY, 1) == horizon  # a day not over cannot be closed
+
+
+def test_a_cursor_closed_under_a_smaller_lookback_stays() -> None:
+    # Closed today with --lookback-days 0, then run with 1, or closed with 1 then run with 3.
+    assert rewound(date(2026, 11, 23), TODAY, TODAY, 1) == date(2026, 11, 23)
+    assert rewound(date(2026, 11, 22), date(2026, 11, 23), TODAY, 3) == date(2026, 11, 22)
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,7 @@ class State:
     partition: dict[str, str]
     account: dict[str, str] | None = None
     closed_through: date | None = None
+    closed_on: date | None = None  # our (trusted) date when closed_through last moved on
     open_days: dict[date, DayState] = field(default_factory=dict)
     last_run: dict[str, Any] | None = None  # the last successful run
     last_attempt: dict[str, Any] | None = None  # the last run that took the lock, and its exit
@@ -83,6 +84,7 @@ class State:
             "partition": self.partition,
             "account": self.account,
             "closed_through": self.closed_through.isoformat() if self.closed_through else None,
+            "closed_on": self.closed_on.isoformat() if self.closed_on else None,
             "open_days": {
                 day.isoformat(): day_state.to_json()
                 for day, day_state in sorted(self.open_days.items())
@@ -129,7 +131,7 @@ def parse_state(path: Path, raw: bytes) -> State:
         isinstance(account, dict) and isinstance(account.get("id"), str)
     ):
         raise _corrupt(path, "bad account")
-    closed = doc.get("closed_through")
+    closed, closed_on = doc.get("closed_through"), doc.get("closed_on")
     open_days_doc = doc.get("open_days", {})
     if not isinstance(open_days_doc, dict):
         raise _corrupt(path, "open_days is not an object")
@@ -166,6 +168,7 @@ def parse_state(path: Path, raw: bytes) -> State:
         partition=partition,
         account=account,
         closed_through=None if closed is None else _parse_day(path, closed),
+        closed_on=None if closed_on is None else _parse_day(path, closed_on),
         open_days=open_days,
         last_run=last_run,
         last_attempt=last_attempt,

@@ -236,7 +236,8 @@ class Poller:
         if state.closed_through is None:
             # After the account lookup the server's Date is known: a clock that runs ahead
             # must not put the first window in the future.
-            state.closed_through = first_closed_through(self.trusted_today(today), lookback)
+            state.closed_on = self.trusted_today(today)
+            state.closed_through = first_closed_through(state.closed_on, lookback)
         self._rewind_if_ahead(state, today)
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.prove_writable(state)
@@ -267,7 +268,7 @@ class Poller:
         """A cursor ahead of today less the lookback (a clock that ran ahead, an edited state)
         is brought back with a warning: a few duplicates, never a silent feed."""
         assert state.closed_through is not None
-        back = rewound(state.closed_through, today, self.settings.lookback_days)
+        back = rewound(state.closed_through, state.closed_on, today, self.settings.lookback_days)
         if back == state.closed_through:
             return
         self.log.warning(
@@ -277,7 +278,7 @@ class Poller:
             "be printed twice; event.id tells them apart)",
             enterprise=partition_name(state),
         )
-        state.closed_through = back
+        state.closed_through, state.closed_on = back, today
 
     def _read_day(
         self,
@@ -420,8 +421,8 @@ def close_old_days(state: State, today: date, lookback_days: int) -> None:
         for day, day_state in state.open_days.items()
         if may_close(day, day_state.full_pass_started, lookback_days)
     }
-    state.closed_through = advance_closed_through(
-        state.closed_through, today, lookback_days, closable
-    )
+    closed_through = advance_closed_through(state.closed_through, today, lookback_days, closable)
+    if closed_through != state.closed_through:
+        state.closed_through, state.closed_on = closed_through, today
     for day in [day for day in state.open_days if day <= state.closed_through]:
         del state.open_days[day]
