@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -90,3 +91,36 @@ def test_metrics_never_change_the_exit_code_nor_count_leftovers(
     text = metrics.read_text()
     assert text.count('heroku_audit_trail_last_exit_code{enterprise="acme"}') == 1
     assert not list(tmp_path.glob(".*.prom"))  # no temp file a collector could read
+
+
+def test_failures_of_any_kind_count_and_samples_outlive_other_runs(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "metrics.prom"
+    env = {"HEROKU_AUDIT_METRICS_FILE": str(metrics)}
+    acme = (("enterprise", "acme"),)
+    assert cli.run("poll", env=env).code == 0
+    remaining = samples(metrics)[("rate_limit_remaining", acme)]
+
+    # A revoked token (77), then a host that does not answer (69, no RateLimit-Remaining).
+    assert cli.run("poll", env={**env, "HEROKU_API_KEY": "HRKU-revoked-0123456789"}).code == 77
+    assert samples(metrics)[("consecutive_failures", acme)] == 1
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    gone = cli.run("poll", "--max-runtime", "2", env={**env, "HEROKU_API_URL": nowhere})
+    assert gone.code == 69, gone.stderr
+    after = samples(metrics)
+    assert after[("consecutive_failures", acme)] == 2
+    assert after[("rate_limit_remaining", acme)] == remaining  # the last one seen
+
+    # A skipped run is in the file only; another partition's run rewrites the file.
+    skipped = cli.run("poll", env={**env, "HEROKU_AUDIT_MIN_INTERVAL": "60"})
+    assert skipped.code == 0 and skipped.stdout == b""
+    skipped_at = samples(metrics)[("last_run_timestamp_seconds", acme)]
+    assert skipped_at > after[("last_run_timestamp_seconds", acme)]
+    assert cli.run("poll", "--type", "app", env=env).code == 0
+    assert samples(metrics)[("last_run_timestamp_seconds", acme)] == skipped_at
+
+    assert cli.run("poll", env=env).code == 0
+    assert samples(metrics)[("consecutive_failures", acme)] == 0

@@ -78,6 +78,14 @@ class State:
     last_attempt: dict[str, Any] | None = None  # the last run that took the lock, and its exit
     backoff: Backoff | None = None  # failed runs since it (DESIGN §3, failure backoff)
 
+    def failures_in_a_row(self) -> int:
+        """Runs that failed since the last success, whatever their exit code (a state from
+        an older version counted only those that back off)."""
+        counted = (self.last_attempt or {}).get("failures_in_a_row")
+        if isinstance(counted, int) and not isinstance(counted, bool):
+            return counted
+        return self.backoff.failures if self.backoff else 0
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,

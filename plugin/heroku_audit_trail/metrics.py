@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -67,13 +68,17 @@ def _names(partition: dict[str, str]) -> tuple[str, str]:
     return enterprise, ",".join(f"{key}={value}" for key, value in sorted(rest.items()))
 
 
-def sample_of(state: State, this_run: RunMark | None) -> Sample:
+def sample_of(state: State, this_run: RunMark | None, last_runs: Mapping[str, float]) -> Sample:
     """A partition's sample from its state, and from this run when it touched the partition
-    (skipped or not)."""
+    (skipped or not). A skipped run is recorded in the metrics file only, so `last_runs`,
+    from the file this one replaces, may hold a later start than the state."""
     enterprise, filters = _names(state.partition)
     attempt = state.last_attempt or {}
     success = state.last_run or {}
     last_run = _seconds(attempt.get("started_at"))
+    skipped_at = last_runs.get(_labels(enterprise, filters))
+    if skipped_at is not None and (last_run is None or skipped_at > last_run):
+        last_run = skipped_at
     exit_code = attempt.get("exit_code")
     if this_run is not None:
         last_run, exit_code = this_run.started.timestamp(), this_run.exit_code
@@ -85,7 +90,7 @@ def sample_of(state: State, this_run: RunMark | None) -> Sample:
         "requests": _number(attempt.get("requests")),
         "rate_limit_remaining": _number(attempt.get("rate_limit_remaining")),
         "closed_through_timestamp_seconds": _day_end(state.closed_through),
-        "consecutive_failures": float(state.backoff.failures if state.backoff else 0),
+        "consecutive_failures": float(state.failures_in_a_row()),
     }
     return Sample(enterprise, filters, values)
 
@@ -112,16 +117,34 @@ def render(samples: list[Sample]) -> str:
             value = sample.values.get(name)
             if value is None:
                 continue
-            labels = f'enterprise="{_label(sample.enterprise)}"'
-            if sample.filters:
-                labels += f',filters="{_label(sample.filters)}"'
+            labels = _labels(sample.enterprise, sample.filters)
             lines.append(f"{PREFIX}{name}{{{labels}}} {value:.17g}")
     return "\n".join(lines) + "\n"
 
 
-def collect(state_dir: Path, this_run: Mapping[str, RunMark]) -> list[Sample]:
+def _labels(enterprise: str, filters: str) -> str:
+    labels = f'enterprise="{_label(enterprise)}"'
+    return labels + f',filters="{_label(filters)}"' if filters else labels
+
+
+def last_runs_in(text: str) -> dict[str, float]:
+    """The last_run_timestamp_seconds samples of a metrics file this module wrote, by their
+    label text."""
+    prefix = f"{PREFIX}last_run_timestamp_seconds{{"
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            labels, _, value = line.removeprefix(prefix).rpartition("} ")
+            with suppress(ValueError):
+                found[labels] = float(value)
+    return found
+
+
+def collect(
+    state_dir: Path, this_run: Mapping[str, RunMark], last_runs: Mapping[str, float]
+) -> list[Sample]:
     """Every poll partition of the state dir, and those this run failed before it had a
-    state; `this_run` is keyed by state file name."""
+    state; `this_run` is keyed by state file name, `last_runs` as last_runs_in() gives them."""
     samples = []
     seen = set()
     paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
@@ -135,7 +158,7 @@ def collect(state_dir: Path, this_run: Mapping[str, RunMark]) -> list[Sample]:
             state = parse_state(path, raw)
         except (AuditTrailError, OSError):
             continue  # a corrupt state is reported by its own run, not by the metrics
-        samples.append(sample_of(state, this_run.get(path.name)))
+        samples.append(sample_of(state, this_run.get(path.name), last_runs))
         seen.add(path.name)
     for name, mark in sorted(this_run.items()):
         if name not in seen:  # e.g. a first run refused with 77 or 78

@@ -161,6 +161,7 @@ class Poller:
             try:
                 self._read_days(store, state, report, started_at.date())
             except AuditTrailError as error:
+                failures = state.failures_in_a_row() + 1
                 backs_off = isinstance(error, (ApiUnavailableError, RateLimitedError))
                 if backs_off:
                     # Remembered, so the next runs leave the API alone for a while (a run a
@@ -169,8 +170,10 @@ class Poller:
                     state.backoff = after_failure(state.backoff, self.now(), retry_after)
                 # For the metrics file. The state in memory is what was last saved (a day's
                 # changes are made and saved together), unless saving is what failed.
-                state.last_attempt = self._attempt(started_at, report, requests_before)
+                previous = state.last_attempt or {}
+                state.last_attempt = self._attempt(started_at, report, requests_before, previous)
                 state.last_attempt["exit_code"] = error.exit_code
+                state.last_attempt["failures_in_a_row"] = failures
                 # Not for a first run refused at the account lookup: no state file from a run
                 # that only learned the token is wrong. One that met an outage keeps its
                 # backoff, or the next runs would all try the account again at once.
@@ -184,8 +187,10 @@ class Poller:
                     self._summary(partition, state, report, requests_before, clock_start)
                 raise
             self._summary(partition, state, report, requests_before, clock_start)
-            state.last_run = self._attempt(started_at, report, requests_before)
-            state.last_attempt = {**state.last_run, "exit_code": 0}
+            state.last_run = self._attempt(
+                started_at, report, requests_before, state.last_attempt or {}
+            )
+            state.last_attempt = {**state.last_run, "exit_code": 0, "failures_in_a_row": 0}
             state.backoff = None
             with self.guard.critical():
                 store.save(state)
@@ -211,15 +216,23 @@ class Poller:
         )
 
     def _attempt(
-        self, started_at: datetime, report: RunReport, requests_before: int
+        self,
+        started_at: datetime,
+        report: RunReport,
+        requests_before: int,
+        previous: dict[str, Any],
     ) -> dict[str, Any]:
+        remaining = self.client.rate_limit_remaining
         return {
             "started_at": format_time(started_at),
             "finished_at": format_time(self.now()),
             "days_read": report.days_read,
             "events_emitted": report.events_emitted,
             "requests": self.client.requests_made - requests_before,
-            "rate_limit_remaining": self.client.rate_limit_remaining,
+            # The last one seen: a run that got no answer keeps the one before.
+            "rate_limit_remaining": remaining
+            if remaining is not None
+            else previous.get("rate_limit_remaining"),
         }
 
     def trusted_today(self, today: date) -> date:
