@@ -222,18 +222,13 @@ def categorize(object_type: object, verb: object) -> tuple[list[str], list[str]]
 
 
 def strip_nulls(value: Any) -> Any:
-    """Drop nulls (and the empty objects they leave) at every depth."""
+    """Drop nulls at every depth; everything else stays as sent, empty objects included."""
     if isinstance(value, dict):
-        cleaned = {}
-        for key, item in value.items():
-            if isinstance(item, (dict, list)):
-                item = strip_nulls(item)
-                if item == {}:
-                    continue
-            elif item is None:
-                continue
-            cleaned[key] = item
-        return cleaned
+        return {
+            key: strip_nulls(item) if isinstance(item, (dict, list)) else item
+            for key, item in value.items()
+            if item is not None
+        }
     if isinstance(value, list):
         return [
             strip_nulls(item) if isinstance(item, (dict, list)) else item
@@ -375,36 +370,33 @@ def _ecs_event_fragment(
 
 
 def _heroku(event: dict[str, Any], fragments: bool) -> Any:
-    """The `heroku` object: the source's own parts, nulls and empty objects left out (None
-    when nothing is left). The usual event has neither: it is serialized in one call and
-    passed to orjson as a Fragment instead of being walked in Python."""
+    """The `heroku` object: the source's own parts as sent, nulls left out at every depth
+    (None when there are no parts). The usual event has no null: it is serialized in one call
+    and passed to orjson as a Fragment instead of being walked in Python."""
     get = event.get
     parts = {name: part for name in _HEROKU_PARTS if (part := get(name)) is not None}
+    if not parts:
+        return None
     if not fragments:
-        cleaned = {name: strip_nulls(part) for name, part in parts.items()}
-        return {name: part for name, part in cleaned.items() if part != {}} or None
+        return {name: strip_nulls(part) for name, part in parts.items()}
     try:
         encoded = orjson.dumps(parts)
     except orjson.JSONEncodeError:  # e.g. data nested to orjson's limit: one level less below
         encoded = b"null"
-    # Compact JSON: a null is `null`, an empty object as a value is `:{}` (an empty part is
-    # `:{}` too). Either text inside a string only sends the event the slow way.
-    if b"null" not in encoded and b":{}" not in encoded:
-        return orjson.Fragment(encoded) if parts else None
-    heroku = {name: _clean_part(part) for name, part in parts.items()}
-    return {name: part for name, part in heroku.items() if part is not None} or None
+    # Compact JSON: a null is `null`; that text inside a string only sends the event the slow
+    # way, part by part.
+    if b"null" not in encoded:
+        return orjson.Fragment(encoded)
+    return {name: _clean_part(part) for name, part in parts.items()}
 
 
 def _clean_part(value: Any) -> Any:
-    """One part of `heroku` as strip_nulls leaves it (None: leave it out), serialized on its
-    own as a Fragment when it holds no null and no empty object."""
+    """One part of `heroku` as strip_nulls leaves it, serialized on its own as a Fragment
+    when it holds no null."""
     if not isinstance(value, (dict, list)):
         return value
     encoded = orjson.dumps(value)
-    if b"null" not in encoded and b":{}" not in encoded and encoded != b"{}":
-        return orjson.Fragment(encoded)
-    cleaned = strip_nulls(value)
-    return None if cleaned == {} else cleaned
+    return orjson.Fragment(encoded) if b"null" not in encoded else strip_nulls(value)
 
 
 def _to_ecs(
