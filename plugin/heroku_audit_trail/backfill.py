@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -322,7 +323,7 @@ class _Run:
 
 def run_backfill(
     settings: Settings,
-    client: HerokuClient,
+    make_client: Callable[[], HerokuClient],
     writer: EventWriter,
     guard: StopGuard,
     log: Log,
@@ -332,8 +333,9 @@ def run_backfill(
     command_line: tuple[str, ...] = (),
 ) -> int:
     today = datetime.now(timezone.utc).date()
-    resolve_range(since, until, today)  # a bad range is a usage error before any request
-    backfill = Backfill(settings, client, writer, guard, log)
+    # A bad range is a usage error (64) before the token is read or any request made.
+    resolve_range(since, until, today)
+    backfill = Backfill(settings, make_client(), writer, guard, log)
     source = "archives" if use_archives else "days"
 
     def one(enterprise: str) -> None:

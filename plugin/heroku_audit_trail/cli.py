@@ -594,7 +594,7 @@ def dispatch(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard,
         arm_deadline(settings, guard)
         return run_backfill(
             settings,
-            make_client(settings, env, log),
+            lambda: make_client(settings, env, log),
             writer,
             guard,
             log,
