@@ -277,9 +277,12 @@ def test_state_list_shows_partitions_with_their_backoff(cli: Cli, sim: Simulator
     by_filters = {str(row["filters"]): row for row in rows}
     assert set(by_filters) == {"{}", "{'type': 'app'}"}
     assert by_filters["{}"]["backoff"]["failures"] == 1
+    assert by_filters["{}"]["last_exit_code"] == 69  # the last run, not the last success
     assert by_filters["{'type': 'app'}"]["backoff"] is None
+    assert by_filters["{'type': 'app'}"]["last_exit_code"] == 0
     text = cli.run("state", "list", env={"HEROKU_ENTERPRISE": ""}).stdout.decode()
     assert "backing off after 1 failure" in text and "acme [type=app]" in text
+    assert "(exit 69)" in text
 
 
 def test_check_fails_when_poll_could_not_keep_its_cursor(cli: Cli, tmp_path: Path) -> None:

@@ -80,6 +80,8 @@ def show(stores: list[StateStore], as_json: bool, min_interval: float) -> int:
             f"{row['enterprise']}" + (f" {row['filters']}" if row["filters"] else ""),
             f"  account:        {account}",
             f"  closed through: {row['closed_through'] or 'none yet'}",
+            f"  last run:       {row['last_run'] or 'none yet'}"
+            + (f" (exit {row['last_exit_code']})" if row["last_run"] else ""),
             f"  last success:   {row['last_success'] or 'none yet'}",
             f"  backoff:        {backoff}",
             f"  file:           {store.path}",
@@ -120,6 +122,8 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
         "filters": filters,
         "closed_through": state.closed_through.isoformat() if state.closed_through else None,
         "open_days": len(state.open_days),
+        "last_run": (state.last_attempt or {}).get("started_at"),
+        "last_exit_code": (state.last_attempt or {}).get("exit_code"),
         "last_success": (state.last_run or {}).get("started_at"),
         "backoff": state.backoff.to_json() if state.backoff else None,
         "path": str(path),
@@ -144,9 +148,11 @@ def run_state_list(state_dir: Path, as_json: bool, log: Log) -> int:
         if row["kind"] == "poll":
             backoff = row["backoff"]
             waiting = f", backing off after {backoff['failures']} failure(s)" if backoff else ""
+            last_run = f"last run {row['last_run']} (exit {row['last_exit_code']}), "
             lines.append(
                 f"poll      {who}: closed through {row['closed_through']}, "
-                f"{row['open_days']} open day(s), last success {row['last_success']}{waiting}"
+                f"{row['open_days']} open day(s), {last_run if row['last_run'] else ''}"
+                f"last success {row['last_success']}{waiting}"
             )
         elif row["kind"] == "backfill":
             lines.append(
