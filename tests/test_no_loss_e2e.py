@@ -185,8 +185,11 @@ def test_a_run_stopped_after_an_outage_does_not_close_days_it_did_not_read(
 def test_a_clock_days_ahead_does_not_silence_the_feed(cli: Cli, sim: Simulator) -> None:
     first = cli.run("poll")
     assert first.code == 0
+    assert not [log for log in first.logs if "clock" in log["message"]]
     ahead = cli.run("poll", clock="+3d")
     assert ahead.code == 0, ahead.stderr
+    told = [log for log in ahead.logs if "clock is 4320 min ahead of Heroku's" in log["message"]]
+    assert len(told) == 1 and told[0]["log.level"] == "warning"
     late = sim.add_events(utc_today(), 2) + sim.add_events(utc_today() - timedelta(days=1), 2)
     back = cli.run("poll")
     assert back.code == 0, back.stderr

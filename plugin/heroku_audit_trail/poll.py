@@ -123,6 +123,7 @@ class PassProgress:
 
 
 MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a thousand log lines
+CLOCK_SKEW_WARNING = timedelta(minutes=5)  # the Date header has whole seconds; networks lag
 
 
 class Poller:
@@ -142,6 +143,7 @@ class Poller:
         self.guard = guard
         self.now = now
         self.accounts_read: set[str | None] = set()  # by id: a name and an id may be one account
+        self.clocks_compared = False
 
     def run(self, enterprises: Sequence[str], exit_codes: dict[str, int] | None = None) -> int:
         return each_partition(enterprises, self.poll_partition_named, self.log, exit_codes)
@@ -275,7 +277,28 @@ class Poller:
             self.guard.check()
             done.add(pending[0])
             self._read_day(store, state, pending[0], today, read_at, report)
+            self._warn_if_clocks_disagree(report)
             self._rewind_if_ahead(state, self.trusted_today(today))
+
+    def _warn_if_clocks_disagree(self, report: RunReport) -> None:
+        """Once a run, after an answer: a host clock far from Heroku's decides when days
+        close (by the earlier date of the two), which an operator should hear of."""
+        server = self.client.server_time
+        if self.clocks_compared or server is None:
+            return
+        self.clocks_compared = True
+        skew = self.now() - server
+        if abs(skew) < CLOCK_SKEW_WARNING:
+            return
+        minutes = abs(skew).total_seconds() / 60
+        side = "ahead of" if skew > timedelta() else "behind"
+        self._warn(
+            report,
+            f"this host's clock is {minutes:.0f} min {side} "
+            f"Heroku's (its Date header said {format_time(server)}): days are closed by the "
+            "earlier of the two dates; set this host's clock right (NTP)",
+            clock_skew_s=round(skew.total_seconds()),
+        )
 
     def _rewind_if_ahead(self, state: State, today: date) -> None:
         """A cursor ahead of today less the lookback (a clock that ran ahead, an edited state)
