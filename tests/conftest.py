@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import glob
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -113,6 +115,34 @@ class Cli:
             # The monotonic clock moves too: with it left alone, libfaketime breaks sleep().
             full |= {"LD_PRELOAD": faketime_library(), "FAKETIME": clock}
         return full
+
+    def stderr_on_a_terminal(
+        self, *args: str, env: dict[str, str] | None = None, clock: str | None = None
+    ) -> str:
+        """Run the command with stderr on a (pseudo-)terminal, text logs: what it wrote there.
+        Expects exit 0 and nothing on stdout."""
+        primary, secondary = pty.openpty()
+        try:
+            done = subprocess.run(
+                self.command(*args),
+                env=self.env_for({**(env or {}), "HEROKU_AUDIT_LOG_FORMAT": "text"}, clock),
+                stdout=subprocess.PIPE,
+                stderr=secondary,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0 and done.stdout == b""
+            os.close(secondary)
+            secondary = -1
+            written = b""
+            with suppress(OSError):  # EIO once everything written is read
+                while chunk := os.read(primary, 65536):
+                    written += chunk
+            return written.decode()
+        finally:
+            os.close(primary)
+            if secondary >= 0:
+                os.close(secondary)
 
     def popen(
         self,

@@ -4,15 +4,12 @@ command against the simulator or a hostile server on 127.0.0.1."""
 from __future__ import annotations
 
 import gzip
-import os
-import pty
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -51,7 +48,9 @@ def test_failed_runs_back_off_and_a_success_clears_it(cli: Cli, sim: Simulator) 
     # Text logs to a pipe are still a shipper's; a terminal is a person's, who is told.
     texts = cli.run("poll", env={**backing, "HEROKU_AUDIT_LOG_FORMAT": "text"}, clock="+2m")
     assert texts.code == 0 and texts.stderr == ""
-    assert "backing off after 1 failed run" in stderr_on_a_terminal(cli, backing, "+2m")
+    assert "backing off after 1 failed run" in cli.stderr_on_a_terminal(
+        "poll", env=backing, clock="+2m"
+    )
 
     # 60 s after the first failure it tries again, fails, and waits twice as long.
     again = cli.run("poll", "--max-runtime", "2", env=backing, clock="+3m5s")
@@ -68,32 +67,6 @@ def test_failed_runs_back_off_and_a_success_clears_it(cli: Cli, sim: Simulator) 
     assert recovered.code == 0, recovered.stderr
     assert {event["id"] for event in late} <= set(recovered.ids)
     assert state_doc(cli)["backoff"] is None
-
-
-def stderr_on_a_terminal(cli: Cli, env: dict[str, str], clock: str) -> str:
-    """A poll whose stderr is a terminal (a pseudo-terminal here): what it wrote there."""
-    primary, secondary = pty.openpty()
-    try:
-        done = subprocess.run(
-            cli.command("poll"),
-            env=cli.env_for({**env, "HEROKU_AUDIT_LOG_FORMAT": "text"}, clock),
-            stdout=subprocess.PIPE,
-            stderr=secondary,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0 and done.stdout == b""
-        os.close(secondary)
-        secondary = -1
-        written = b""
-        with suppress(OSError):  # EIO once everything written is read
-            while chunk := os.read(primary, 65536):
-                written += chunk
-        return written.decode()
-    finally:
-        os.close(primary)
-        if secondary >= 0:
-            os.close(secondary)
 
 
 def test_a_first_run_that_meets_an_outage_backs_off_too(cli: Cli, sim: Simulator) -> None:
