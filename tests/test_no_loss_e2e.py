@@ -224,17 +224,32 @@ def test_a_cursor_planted_in_2099_is_rewound(cli: Cli, sim: Simulator) -> None:
     assert any("2099-12-31" in log["message"] for log in run.logs)
 
 
-def test_a_larger_lookback_does_not_read_closed_days_again(cli: Cli, sim: Simulator) -> None:
-    """Closed days stay closed when --lookback-days grows: they were read in full."""
+def test_a_larger_lookback_reads_the_wider_window(cli: Cli, sim: Simulator) -> None:
+    """Days closed under a smaller --lookback-days are read again when it grows: a late
+    event there is printed (what they printed before may print twice), and days a first run
+    never read are read."""
+    assert cli.run("poll").code == 0  # lookback 1: today less two days was never read
     assert cli.run("poll", "--lookback-days", "2").code == 0
     assert cli.run("poll", "--lookback-days", "1").code == 0  # closes today less two days
+    two_days_ago = utc_today() - timedelta(days=2)
     closed = orjson.loads(next(iter(cli.state_bytes().values())))["closed_through"]
-    assert closed == str(utc_today() - timedelta(days=2))
-    late = sim.add_events(utc_today() - timedelta(days=1), 2)
+    assert closed == str(two_days_ago)
+    late = sim.add_events(two_days_ago, 2)
     wider = cli.run("poll", "--lookback-days", "2")
     assert wider.code == 0, wider.stderr
-    assert sorted(wider.ids) == sorted(event["id"] for event in late)  # no event twice
-    assert not [log for log in wider.logs if log["log.level"] == "warning"]
+    assert {event["id"] for event in late} <= set(wider.ids)
+    warnings = [log["message"] for log in wider.logs if log["log.level"] == "warning"]
+    assert any("--lookback-days is larger" in message for message in warnings)
+
+
+def test_a_first_run_then_a_larger_lookback_reads_the_days_never_read(
+    cli: Cli, sim: Simulator
+) -> None:
+    first = cli.run("poll")
+    assert set(first.ids) == window_ids(sim, 1)
+    wider = cli.run("poll", "--lookback-days", "3")
+    assert wider.code == 0, wider.stderr
+    assert set(first.ids) | set(wider.ids) == window_ids(sim, 3)
 
 
 # -- 4. a full single page -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from heroku_audit_trail.window import (
     date_range,
     days_to_read,
     first_closed_through,
+    lookback_grew,
     may_close,
     new_events,
     parse_day,
@@ -71,18 +72,16 @@ def test_a_day_closes_only_after_a_full_pass_begun_outside_the_window() -> None:
 
 
 def test_a_cursor_ahead_of_the_window_is_brought_back() -> None:
-    horizon = date(2026, 11, 22)  # TODAY less one day of lookback, less one
-    assert rewound(date(2026, 11, 20), TODAY, TODAY, 1) == date(2026, 11, 20)  # in the window
-    assert rewound(date(2099, 12, 31), TODAY, TODAY, 1) == horizon  # planted
-    assert rewound(date(2026, 11, 23), date(2026, 11, 26), TODAY, 1) == horizon  # clock ahead
-    assert rewound(date(2026, 11, 23), None, TODAY, 1) == horizon  # an older state: unknown
-    assert rewound(TODAY, TODAY, TODAY, 1) == horizon  # a day not over cannot be closed
+    assert rewound(date(2099, 12, 31), TODAY, 1) == date(2026, 11, 22)
+    assert rewound(date(2026, 11, 20), TODAY, 1) == date(2026, 11, 20)
+    assert rewound(date(2026, 11, 22), TODAY, 3) == date(2026, 11, 20)  # the lookback grew
 
 
-def test_a_cursor_closed_under_a_smaller_lookback_stays() -> None:
-    # Closed today with --lookback-days 0, then run with 1, or closed with 1 then run with 3.
-    assert rewound(date(2026, 11, 23), TODAY, TODAY, 1) == date(2026, 11, 23)
-    assert rewound(date(2026, 11, 22), date(2026, 11, 23), TODAY, 3) == date(2026, 11, 22)
+def test_why_a_cursor_is_ahead_is_told_apart() -> None:
+    assert lookback_grew(date(2026, 11, 22), TODAY, TODAY)  # closed today under lookback 1
+    assert not lookback_grew(date(2026, 11, 23), date(2026, 11, 26), TODAY)  # a clock ahead
+    assert not lookback_grew(date(2099, 12, 31), TODAY, TODAY)  # planted
+    assert not lookback_grew(date(2026, 11, 22), None, TODAY)  # an older state: unknown
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from heroku_audit_trail.window import (
     advance_closed_through,
     days_to_read,
     first_closed_through,
+    lookback_grew,
     may_close,
     reading_order,
     rewound,
@@ -304,14 +305,19 @@ class Poller:
         """A cursor ahead of today less the lookback (a clock that ran ahead, an edited state)
         is brought back with a warning: a few duplicates, never a silent feed."""
         assert state.closed_through is not None
-        back = rewound(state.closed_through, state.closed_on, today, self.settings.lookback_days)
+        back = rewound(state.closed_through, today, self.settings.lookback_days)
         if back == state.closed_through:
             return
+        why = (
+            "--lookback-days is larger than when those days were closed"
+            if lookback_grew(state.closed_through, state.closed_on, today)
+            else "the clock was ahead, or the state was edited"
+        )
         self.log.warning(
             f"the state's closed_through {state.closed_through} is ahead of today "
-            f"({today} UTC) less the lookback: the clock was ahead, or the state was "
-            f"edited; reading again from {back + timedelta(days=1)} (a few events may "
-            "be printed twice; event.id tells them apart)",
+            f"({today} UTC) less the lookback: {why}; reading again from "
+            f"{back + timedelta(days=1)} (events printed before may be printed twice; "
+            "event.id tells them apart)",
             enterprise=partition_name(state),
         )
         state.closed_through, state.closed_on = back, today

@@ -26,18 +26,20 @@ def first_closed_through(today: date, lookback_days: int) -> date:
     return horizon(today, lookback_days)
 
 
-def rewound(closed_through: date, closed_on: date | None, today: date, lookback_days: int) -> date:
-    """A cursor ahead of the window must not silence the feed: it is brought back to the
-    horizon, so the window is read again, when it was closed by a clock ahead of today's
-    (`closed_on`, the date it last moved on, is later than today), when it could not have
-    been closed on `closed_on` (a hand-edited or planted state), or when an older state does
-    not say. One closed under a smaller --lookback-days stays: its days were read in full,
-    and reading them again would print them twice."""
-    back = horizon(today, lookback_days)
-    if closed_through <= back:
-        return closed_through
-    closed_in_time = closed_on is not None and closed_through < closed_on <= today
-    return closed_through if closed_in_time else back
+def rewound(closed_through: date, today: date, lookback_days: int) -> date:
+    """A cursor ahead of the window (a clock that ran ahead, a hand-edited or planted state,
+    a --lookback-days grown since) must not silence the feed: bring it back to the horizon,
+    so the window is read again. Its closed days' ids are gone, so what they printed before
+    may print again: duplicates, never a loss."""
+    return min(closed_through, horizon(today, lookback_days))
+
+
+def lookback_grew(closed_through: date, closed_on: date | None, today: date) -> bool:
+    """Whether a cursor ahead of the window is explained by a larger --lookback-days than
+    the one it was closed under, rather than by a clock that was ahead (`closed_on`, the date
+    it last moved on, is later than today) or an edited state (it could not have been
+    closed on `closed_on`): for the warning only."""
+    return closed_on is not None and closed_through < closed_on <= today
 
 
 def days_to_read(closed_through: date, today: date) -> list[date]:
