@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.simulator import Simulator
 
 from .conftest import Cli
@@ -121,6 +122,18 @@ def test_failures_of_any_kind_count_and_samples_outlive_other_runs(
     assert skipped_at > after[("last_run_timestamp_seconds", acme)]
     assert cli.run("poll", "--type", "app", env=env).code == 0
     assert samples(metrics)[("last_run_timestamp_seconds", acme)] == skipped_at
+
+    # Runs that fail before they can save a state: no token (78), the lock held (75).
+    assert cli.run("poll", env={**env, "HEROKU_API_KEY": ""}).code == 78
+    with StateStore(cli.state_dir, Partition("acme")).lock():
+        assert cli.run("poll", env=env).code == 75
+    unsaved = samples(metrics)
+    assert unsaved[("consecutive_failures", acme)] == 4
+    assert unsaved[("last_exit_code", acme)] == 75
+    assert cli.run("poll", "--type", "app", env=env).code == 0  # rewrites the file
+    rewritten = samples(metrics)
+    for name in ("consecutive_failures", "last_exit_code", "last_run_timestamp_seconds"):
+        assert rewritten[(name, acme)] == unsaved[(name, acme)]
 
     assert cli.run("poll", env=env).code == 0
     assert samples(metrics)[("consecutive_failures", acme)] == 0

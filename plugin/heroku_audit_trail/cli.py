@@ -538,7 +538,7 @@ def publish_metrics(
 ) -> None:
     """--metrics-file, after every run; a failure to write it is logged, never the run's."""
     from heroku_audit_trail.cursor import Partition, StateStore
-    from heroku_audit_trail.metrics import RunMark, collect, last_runs_in, render, write_metrics
+    from heroku_audit_trail.metrics import RunMark, collect, render, samples_in, write_metrics
 
     assert settings.metrics_file is not None
     marks = {}
@@ -548,10 +548,10 @@ def publish_metrics(
         marks[store.path.name] = RunMark(started, code, partition.as_dict())
     try:
         try:
-            last_runs = last_runs_in(settings.metrics_file.read_text(encoding="utf-8"))
+            previous = samples_in(settings.metrics_file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):  # none yet, or not one of ours
-            last_runs = {}
-        samples = collect(settings.state_dir, marks, last_runs)
+            previous = {}
+        samples = collect(settings.state_dir, marks, previous)
         write_metrics(settings.metrics_file, render(samples))
     except Exception as error:  # the metrics never change a run's exit code
         log.warning(f"cannot write metrics file {settings.metrics_file}: {error}")

@@ -68,29 +68,47 @@ def _names(partition: dict[str, str]) -> tuple[str, str]:
     return enterprise, ",".join(f"{key}={value}" for key, value in sorted(rest.items()))
 
 
-def sample_of(state: State, this_run: RunMark | None, last_runs: Mapping[str, float]) -> Sample:
-    """A partition's sample from its state, and from this run when it touched the partition
-    (skipped or not). A skipped run is recorded in the metrics file only, so `last_runs`,
-    from the file this one replaces, may hold a later start than the state."""
+def run_marks(
+    state: State | None, this_run: RunMark | None, previous: Mapping[str, float]
+) -> dict[str, float | None]:
+    """When the partition last ran, how that ended, and the failures in a row. A run that
+    saved no state (skipped, refused before it could: no token, the lock held) is recorded in
+    the metrics file alone, so `previous` (its samples in the file this one replaces) wins
+    when it is later than the last run the state recorded."""
+    attempt = (state.last_attempt if state else None) or {}
+    saved_at = _seconds(attempt.get("started_at"))
+    last_run, exit_code = saved_at, _number(attempt.get("exit_code"))
+    failures: float | None = float(state.failures_in_a_row()) if state else None
+    previous_run = previous.get("last_run_timestamp_seconds")
+    if previous_run is not None and (saved_at is None or previous_run > saved_at):
+        last_run = previous_run
+        exit_code = previous.get("last_exit_code", exit_code)
+        failures = previous.get("consecutive_failures", failures)
+    if this_run is not None:
+        started = this_run.started.timestamp()
+        if (saved_at is None or saved_at < started) and this_run.exit_code:
+            failures = (failures or 0) + 1  # failed without saving: counted here
+        last_run, exit_code = started, float(this_run.exit_code)
+    return {
+        "last_run_timestamp_seconds": last_run,
+        "last_exit_code": exit_code,
+        "consecutive_failures": failures,
+    }
+
+
+def sample_of(state: State, this_run: RunMark | None, previous: Mapping[str, float]) -> Sample:
+    """A partition's sample from its state, the file this one replaces, and this run when it
+    touched the partition (skipped or not)."""
     enterprise, filters = _names(state.partition)
     attempt = state.last_attempt or {}
     success = state.last_run or {}
-    last_run = _seconds(attempt.get("started_at"))
-    skipped_at = last_runs.get(_labels(enterprise, filters))
-    if skipped_at is not None and (last_run is None or skipped_at > last_run):
-        last_run = skipped_at
-    exit_code = attempt.get("exit_code")
-    if this_run is not None:
-        last_run, exit_code = this_run.started.timestamp(), this_run.exit_code
     values: dict[str, float | None] = {
-        "last_run_timestamp_seconds": last_run,
+        **run_marks(state, this_run, previous),
         "last_success_timestamp_seconds": _seconds(success.get("started_at")),
-        "last_exit_code": float(exit_code) if isinstance(exit_code, int) else None,
         "events_emitted": _number(attempt.get("events_emitted")),
         "requests": _number(attempt.get("requests")),
         "rate_limit_remaining": _number(attempt.get("rate_limit_remaining")),
         "closed_through_timestamp_seconds": _day_end(state.closed_through),
-        "consecutive_failures": float(state.failures_in_a_row()),
     }
     return Sample(enterprise, filters, values)
 
@@ -127,24 +145,25 @@ def _labels(enterprise: str, filters: str) -> str:
     return labels + f',filters="{_label(filters)}"' if filters else labels
 
 
-def last_runs_in(text: str) -> dict[str, float]:
-    """The last_run_timestamp_seconds samples of a metrics file this module wrote, by their
-    label text."""
-    prefix = f"{PREFIX}last_run_timestamp_seconds{{"
-    found = {}
+def samples_in(text: str) -> dict[str, dict[str, float]]:
+    """The samples of a metrics file this module wrote: by label text, then metric name."""
+    found: dict[str, dict[str, float]] = {}
     for line in text.splitlines():
-        if line.startswith(prefix):
-            labels, _, value = line.removeprefix(prefix).rpartition("} ")
+        if line.startswith(PREFIX):
+            name_and_labels, _, value = line.rpartition(" ")
+            name, _, labels = name_and_labels.partition("{")
             with suppress(ValueError):
-                found[labels] = float(value)
+                found.setdefault(labels.removesuffix("}"), {})[name.removeprefix(PREFIX)] = float(
+                    value
+                )
     return found
 
 
 def collect(
-    state_dir: Path, this_run: Mapping[str, RunMark], last_runs: Mapping[str, float]
+    state_dir: Path, this_run: Mapping[str, RunMark], previous: Mapping[str, dict[str, float]]
 ) -> list[Sample]:
     """Every poll partition of the state dir, and those this run failed before it had a
-    state; `this_run` is keyed by state file name, `last_runs` as last_runs_in() gives them."""
+    state; `this_run` is keyed by state file name, `previous` as samples_in() gives them."""
     samples = []
     seen = set()
     paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
@@ -158,16 +177,14 @@ def collect(
             state = parse_state(path, raw)
         except (AuditTrailError, OSError):
             continue  # a corrupt state is reported by its own run, not by the metrics
-        samples.append(sample_of(state, this_run.get(path.name), last_runs))
+        labels = _labels(*_names(state.partition))
+        samples.append(sample_of(state, this_run.get(path.name), previous.get(labels, {})))
         seen.add(path.name)
     for name, mark in sorted(this_run.items()):
         if name not in seen:  # e.g. a first run refused with 77 or 78
             enterprise, filters = _names(mark.partition)
-            values: dict[str, float | None] = {
-                "last_run_timestamp_seconds": mark.started.timestamp(),
-                "last_exit_code": float(mark.exit_code),
-            }
-            samples.append(Sample(enterprise, filters, values))
+            marks = run_marks(None, mark, previous.get(_labels(enterprise, filters), {}))
+            samples.append(Sample(enterprise, filters, marks))
     return samples
 
 
