@@ -134,6 +134,9 @@ def test_failures_of_any_kind_count_and_samples_outlive_other_runs(
     rewritten = samples(metrics)
     for name in ("consecutive_failures", "last_exit_code", "last_run_timestamp_seconds"):
         assert rewritten[(name, acme)] == unsaved[(name, acme)]
+    saved = cli.run("poll", "--max-runtime", "2", env={**env, "HEROKU_API_URL": nowhere})
+    assert saved.code == 69  # a failure the state counts too: the count goes on from 4
+    assert samples(metrics)[("consecutive_failures", acme)] == 5
 
     assert cli.run("poll", env=env).code == 0
     assert samples(metrics)[("consecutive_failures", acme)] == 0

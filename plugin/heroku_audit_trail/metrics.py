@@ -77,21 +77,30 @@ def run_marks(
     when it is later than the last run the state recorded."""
     attempt = (state.last_attempt if state else None) or {}
     saved_at = _seconds(attempt.get("started_at"))
-    last_run, exit_code = saved_at, _number(attempt.get("exit_code"))
-    failures: float | None = float(state.failures_in_a_row()) if state else None
+    success_at = _seconds(((state.last_run if state else None) or {}).get("started_at"))
+    marks: dict[str, float | None] = {
+        "last_run_timestamp_seconds": saved_at,
+        "last_exit_code": _number(attempt.get("exit_code")),
+        "consecutive_failures": float(state.failures_in_a_row()) if state else None,
+    }
     previous_run = previous.get("last_run_timestamp_seconds")
     if previous_run is not None and (saved_at is None or previous_run > saved_at):
-        last_run = previous_run
-        exit_code = previous.get("last_exit_code", exit_code)
-        failures = previous.get("consecutive_failures", failures)
-    if this_run is not None:
-        started = this_run.started.timestamp()
-        if (saved_at is None or saved_at < started) and this_run.exit_code:
-            failures = (failures or 0) + 1  # failed without saving: counted here
-        last_run, exit_code = started, float(this_run.exit_code)
+        marks |= {name: previous[name] for name in marks if name in previous}
+    if this_run is None:
+        return marks
+    started = this_run.started.timestamp()
+    failures = marks["consecutive_failures"] or 0.0
+    if this_run.exit_code and saved_at is not None and saved_at >= started:
+        # The state counted this run, but not the failures before it that saved nothing:
+        # the file did, if it is newer than the last success.
+        counted = previous.get("consecutive_failures")
+        if counted is not None and previous_run is not None and previous_run > (success_at or 0):
+            failures = max(failures, counted + 1)
+    elif this_run.exit_code:
+        failures += 1  # failed without saving: counted here alone
     return {
-        "last_run_timestamp_seconds": last_run,
-        "last_exit_code": exit_code,
+        "last_run_timestamp_seconds": started,
+        "last_exit_code": float(this_run.exit_code),
         "consecutive_failures": failures,
     }
 
