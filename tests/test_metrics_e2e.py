@@ -137,6 +137,26 @@ def test_failures_of_any_kind_count_and_samples_outlive_other_runs(
     saved = cli.run("poll", "--max-runtime", "2", env={**env, "HEROKU_API_URL": nowhere})
     assert saved.code == 69  # a failure the state counts too: the count goes on from 4
     assert samples(metrics)[("consecutive_failures", acme)] == 5
+    assert cli.run("poll", "--type", "app", env=env).code == 0  # and it stays 5 on a rewrite
+    assert samples(metrics)[("consecutive_failures", acme)] == 5
 
     assert cli.run("poll", env=env).code == 0
     assert samples(metrics)[("consecutive_failures", acme)] == 0
+
+
+def test_a_corrupt_state_keeps_the_last_success_to_alert_on(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "metrics.prom"
+    env = {"HEROKU_AUDIT_METRICS_FILE": str(metrics)}
+    acme = (("enterprise", "acme"),)
+    assert cli.run("poll", env=env).code == 0
+    success = samples(metrics)[("last_success_timestamp_seconds", acme)]
+    [state_file] = cli.state_dir.glob("acme-*.json")
+    state_file.write_bytes(b"{not json")
+    for failures in (1, 2):
+        assert cli.run("poll", env=env).code == 65
+        now = samples(metrics)
+        assert now[("last_success_timestamp_seconds", acme)] == success
+        assert now[("last_exit_code", acme)] == 65
+        assert now[("consecutive_failures", acme)] == failures

@@ -528,6 +528,9 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
     except AuditTrailError as error:  # before any partition ran (no token, no stdout)
         exit_codes |= {name: error.exit_code for name in due}
         raise
+    except Exception:  # a bug (exit 70): the partitions without an exit code ended with it
+        exit_codes |= {name: EX_SOFTWARE for name in due if name not in exit_codes}
+        raise
     finally:
         if settings.metrics_file is not None:
             publish_metrics(settings, started, exit_codes, log)

@@ -78,25 +78,33 @@ def run_marks(
     attempt = (state.last_attempt if state else None) or {}
     saved_at = _seconds(attempt.get("started_at"))
     success_at = _seconds(((state.last_run if state else None) or {}).get("started_at"))
+    previous_run = previous.get("last_run_timestamp_seconds")
+    # Failures since the last success: the state counts those that saved, the file also those
+    # that could not (when it is newer than that success); each is a lower bound.
+    saved_failures = float(state.failures_in_a_row()) if state else 0.0
+    filed_failures = previous.get("consecutive_failures")
+    since_success = previous_run is not None and previous_run > (success_at or 0.0)
+    failures = max(saved_failures, filed_failures or 0.0) if since_success else saved_failures
     marks: dict[str, float | None] = {
         "last_run_timestamp_seconds": saved_at,
         "last_exit_code": _number(attempt.get("exit_code")),
-        "consecutive_failures": float(state.failures_in_a_row()) if state else None,
+        "consecutive_failures": failures if state or filed_failures is not None else None,
     }
-    previous_run = previous.get("last_run_timestamp_seconds")
     if previous_run is not None and (saved_at is None or previous_run > saved_at):
-        marks |= {name: previous[name] for name in marks if name in previous}
+        marks["last_run_timestamp_seconds"] = previous_run
+        marks["last_exit_code"] = previous.get("last_exit_code", marks["last_exit_code"])
     if this_run is None:
         return marks
     started = this_run.started.timestamp()
-    failures = marks["consecutive_failures"] or 0.0
-    if this_run.exit_code and saved_at is not None and saved_at >= started:
-        # The state counted this run, but not the failures before it that saved nothing:
-        # the file did, if it is newer than the last success.
-        counted = previous.get("consecutive_failures")
-        if counted is not None and previous_run is not None and previous_run > (success_at or 0):
-            failures = max(failures, counted + 1)
-    elif this_run.exit_code:
+    saved_now = saved_at is not None and saved_at >= started
+    if not this_run.exit_code:
+        # A success saved itself; a skipped run changes no count.
+        failures = 0.0 if saved_now else failures
+    elif saved_now:
+        # The state counted this run; the file, the failures before it that saved nothing.
+        counted_by_file = (filed_failures or 0.0) + 1 if since_success else 0.0
+        failures = max(saved_failures, counted_by_file)
+    else:
         failures += 1  # failed without saving: counted here alone
     return {
         "last_run_timestamp_seconds": started,
@@ -157,7 +165,7 @@ def _labels(enterprise: str, filters: str) -> str:
 def samples_in(text: str) -> dict[str, dict[str, float]]:
     """The samples of a metrics file this module wrote: by label text, then metric name."""
     found: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): a label may hold \r or U+2028
         if line.startswith(PREFIX):
             name_and_labels, _, value = line.rpartition(" ")
             name, _, labels = name_and_labels.partition("{")
@@ -185,7 +193,16 @@ def collect(
                 continue
             state = parse_state(path, raw)
         except (AuditTrailError, OSError):
-            continue  # a corrupt state is reported by its own run, not by the metrics
+            # A corrupt state is reported by its own run, which keeps what the file knew of
+            # the partition (its last success above all: the alert is on it).
+            mark = this_run.get(path.name)
+            if mark is not None:
+                enterprise, filters = _names(mark.partition)
+                known = previous.get(_labels(enterprise, filters), {})
+                values = {**known, **run_marks(None, mark, known)}
+                samples.append(Sample(enterprise, filters, values))
+                seen.add(path.name)
+            continue
         labels = _labels(*_names(state.partition))
         samples.append(sample_of(state, this_run.get(path.name), previous.get(labels, {})))
         seen.add(path.name)

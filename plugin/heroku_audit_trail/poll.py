@@ -311,7 +311,8 @@ class Poller:
         why = (
             "--lookback-days is larger than when those days were closed"
             if lookback_grew(state.closed_through, state.closed_on, today)
-            else "the clock was ahead, or the state was edited"
+            else "this host's clock was ahead before (or is behind now), the state was edited, "
+            "or --lookback-days grew"
         )
         self.log.warning(
             f"the state's closed_through {state.closed_through} is ahead of today "
