@@ -273,7 +273,7 @@ class HerokuClient:
         self.rate_limit_floor = rate_limit_floor
         self.sleep = sleep
         self.session = _Session()
-        # SSL_CERT_FILE too, which requests ignores.
+        # SSL_CERT_FILE as well as REQUESTS_CA_BUNDLE: requests reads only the latter.
         ca_file = os.environ.get("SSL_CERT_FILE")
         if ca_file and not os.environ.get("REQUESTS_CA_BUNDLE"):
             self.session.verify = ca_file

@@ -183,6 +183,7 @@ def collect(
     state; `this_run` is keyed by state file name, `previous` as samples_in() gives them."""
     samples = []
     seen = set()
+    unreadable = set()
     paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
     for path in paths:
         if path.name.startswith(("backfill-", ".")):  # a record, or a temp file mid-rename
@@ -193,24 +194,19 @@ def collect(
                 continue
             state = parse_state(path, raw)
         except (AuditTrailError, OSError):
-            # A corrupt state is reported by its own run, which keeps what the file knew of
-            # the partition (its last success above all: the alert is on it).
-            mark = this_run.get(path.name)
-            if mark is not None:
-                enterprise, filters = _names(mark.partition)
-                known = previous.get(_labels(enterprise, filters), {})
-                values = {**known, **run_marks(None, mark, known)}
-                samples.append(Sample(enterprise, filters, values))
-                seen.add(path.name)
+            unreadable.add(path.name)  # reported by its own run, not by the metrics
             continue
         labels = _labels(*_names(state.partition))
         samples.append(sample_of(state, this_run.get(path.name), previous.get(labels, {})))
         seen.add(path.name)
+    # This run's partitions with no state to read: refused before they had one (77, 78), or
+    # with a corrupt one, which keeps what the file knew (its last success: the alert's).
     for name, mark in sorted(this_run.items()):
-        if name not in seen:  # e.g. a first run refused with 77 or 78
+        if name not in seen:
             enterprise, filters = _names(mark.partition)
-            marks = run_marks(None, mark, previous.get(_labels(enterprise, filters), {}))
-            samples.append(Sample(enterprise, filters, marks))
+            known = previous.get(_labels(enterprise, filters), {})
+            values: dict[str, float | None] = {**known} if name in unreadable else {}
+            samples.append(Sample(enterprise, filters, values | run_marks(None, mark, known)))
     return samples
 
 
