@@ -10,6 +10,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -189,6 +190,24 @@ class Cli:
         if not self.state_dir.is_dir():
             return {}
         return {p.name: p.read_bytes() for p in self.state_dir.iterdir() if p.suffix == ".json"}
+
+
+def read_slowly(process: subprocess.Popen[bytes], limit: int, pause: float) -> bytearray:
+    """Read the child's stdout as a slow reader does, up to `limit` bytes or EOF.
+
+    One reader only: `os.read` on the raw descriptor, so a later `communicate()` (which reads
+    the descriptor too) finds every byte not read here; a buffered `process.stdout.read()` would
+    keep some in its buffer, lost to `communicate()`, and two lines would splice."""
+    assert process.stdout is not None
+    descriptor = process.stdout.fileno()
+    received = bytearray()
+    while len(received) < limit:
+        chunk = os.read(descriptor, 65536)
+        if not chunk:
+            break
+        received += chunk
+        time.sleep(pause)
+    return received
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 
-from .conftest import Cli, utc_today
+from .conftest import Cli, read_slowly, utc_today
 
 DAYS = 90
 
@@ -215,14 +215,8 @@ def test_sigterm_while_a_slow_reader_drains_a_big_day_prints_each_event_once(
         cli = Cli(sim, tmp_path)
         since, until = utc_today() - timedelta(days=3), utc_today() - timedelta(days=1)
         process = cli.popen(*backfill_args(since, until, False))
-        received = bytearray()
-        assert process.stdout is not None
-        while len(received) < 6_000_000:  # into the second or third day, slowly
-            chunk = process.stdout.read(65536)
-            if not chunk:
-                break
-            received += chunk
-            time.sleep(0.01)
+        # into the second or third day, slowly
+        received = read_slowly(process, 6_000_000, pause=0.01)
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
         received += rest
