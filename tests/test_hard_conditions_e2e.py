@@ -213,24 +213,46 @@ def test_a_state_file_that_is_a_symlink_is_refused(cli: Cli, tmp_path: Path) -> 
     assert run.code in (65, 73) and "symlink" in run.stderr
 
 
-def test_a_closed_stderr_never_stops_a_run(cli: Cli, sim: Simulator) -> None:
+COMMANDS_WITH_OUTPUT = {
+    "poll": ("poll",),
+    "check": ("check",),
+    "events": ("events", "--output", "jsonl"),
+    "backfill": ("backfill", "--since", "2d"),
+    "state list": ("state", "list"),
+}
+
+
+@pytest.mark.parametrize("log_format", ["unset", "json"])
+@pytest.mark.parametrize("closed_fd", [0, 2], ids=["stdin-closed", "stderr-closed"])
+@pytest.mark.parametrize("command", COMMANDS_WITH_OUTPUT)
+def test_every_command_runs_with_a_standard_stream_closed_at_exec(
+    cli: Cli, sim: Simulator, command: str, closed_fd: int, log_format: str
+) -> None:
+    """`poll 2>&-` or a supervisor that closes stdin: Python then sets sys.stderr (sys.stdin)
+    to None; the command runs as usual, with or without a log format in the environment."""
     import subprocess
 
+    if command == "state list":
+        assert cli.run("poll").code == 0  # a partition to list
+    env = cli.env_for(None, None)
+    if log_format == "unset":
+        del env["HEROKU_AUDIT_LOG_FORMAT"]
     done = subprocess.run(
-        [*cli.command("poll")],
-        env=cli.env_for(None, None),
+        cli.command(*COMMANDS_WITH_OUTPUT[command]),
+        env=env,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        pass_fds=(),
-        preexec_fn=lambda: __import__("os").close(2),
+        stderr=subprocess.PIPE if closed_fd == 0 else subprocess.DEVNULL,
+        preexec_fn=lambda: __import__("os").close(closed_fd),
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0
-    assert {orjson.loads(line)["event"]["id"] for line in done.stdout.splitlines()} == window_ids(
-        sim
-    )
-    assert cli.run("poll").ids == []  # the days were committed
+    assert done.returncode == 0, done.stderr
+    assert done.stdout
+    if command == "poll":
+        printed = {orjson.loads(line)["event"]["id"] for line in done.stdout.splitlines()}
+        assert printed == window_ids(sim)
+        assert cli.run("poll").ids == []  # the days were committed
 
 
 # -- proxies and CAs ----------------------------------------------------------------------

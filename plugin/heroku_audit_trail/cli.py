@@ -648,8 +648,9 @@ def _silence_stdout() -> None:
 def reserve_standard_fds() -> None:
     """A process started with stderr (or stdin) closed would hand that descriptor number to
     the next file it opens, a state file among them, and a stray write to "stderr" would land
-    in it. Hold the closed ones on /dev/null. A closed stdout stays an error (exit 74):
-    sys.stdout is None then, whatever fd 1 becomes."""
+    in it. Hold the closed ones on /dev/null, and give Python a stdin and a stderr there (it
+    set them to None), so every command runs as usual with nowhere to tell. A closed stdout
+    stays an error (exit 74): sys.stdout stays None, whatever fd 1 becomes."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
@@ -659,6 +660,11 @@ def reserve_standard_fds() -> None:
                 if devnull != fd:
                     os.dup2(devnull, fd)
                     os.close(devnull)
+    with suppress(OSError):
+        if sys.stdin is None:
+            sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+        if sys.stderr is None:
+            sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def _log_format_flag(arguments: Sequence[str]) -> str | None:

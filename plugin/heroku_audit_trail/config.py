@@ -195,4 +195,4 @@ def default_log_format(env: Mapping[str, str]) -> str:
     chosen = env.get("HEROKU_AUDIT_LOG_FORMAT", "").strip().lower()
     if chosen in ("text", "json"):
         return chosen
-    return "text" if sys.stderr.isatty() else "json"
+    return "text" if sys.stderr is not None and sys.stderr.isatty() else "json"

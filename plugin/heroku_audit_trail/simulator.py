@@ -89,6 +89,12 @@ class Faults:
     # error_rate answers echo the Authorization header after this many characters
     echo_authorization: int | None = None
     gzip_body: bytes | None = None  # /events answers these bytes, Content-Encoding: gzip
+    date_offset: float = 0.0  # seconds added to the Date header (a server clock that is off)
+    # Every /events page gets a fresh Next-Range, for ever (pagination that never ends).
+    endless_next_range: bool = False
+    # What an /events ETag covers: "page" (the body, as Heroku's do) or "day" (every event of
+    # the day, whatever the page).
+    etag_scope: str = "page"
 
 
 def _seeded_id(seed: int) -> str:
@@ -206,6 +212,7 @@ class Simulator:
         self._generation = 0  # bumped by add_events: cached archives are then stale
         self._late_batches = 0
         self._events_requests = 0
+        self._endless = 0  # the endless_next_range fault's counter
         self._bucket = _Bucket(self.config.rate_limit_capacity, self.config.refill_per_minute)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -460,7 +467,8 @@ class Simulator:
         page = events[low:end]
         items = [event.get(_RAW, event) for event in page]
         body = orjson.dumps({"data": items} if self.faults.envelope else items)
-        etag = f'"{hashlib.sha256(body).hexdigest()}"'
+        covered = body if self.faults.etag_scope == "page" else orjson.dumps(events)
+        etag = f'"{hashlib.sha256(covered).hexdigest()}"'
         if _etag_matches(headers.get("if-none-match"), etag) or (
             self.faults.not_modified_ranged and headers.get("range")
         ):
@@ -476,6 +484,10 @@ class Simulator:
             response.headers["Content-Range"] = f"id {first_id}..{last_id}; max={page_max}"
         if end < high and not self.faults.drop_next_range:
             response.headers["Next-Range"] = f"]{last_id}..{last or ''}; max={page_max}"
+        if self.faults.endless_next_range:
+            with self._lock:
+                self._endless += 1
+                response.headers["Next-Range"] = f"]{self._endless:08d}..; max={page_max}"
         response.cut = self._chance(self.faults.cut_rate)
         return response
 
@@ -656,7 +668,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response_only(response.status)
         self.send_header("Server", "heroku-audit-trail-simulator")
         if simulator.faults.send_date:
-            self.send_header("Date", self.date_time_string())
+            self.send_header("Date", self.date_time_string(time.time() + simulator.faults.date_offset))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
