@@ -668,7 +668,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response_only(response.status)
         self.send_header("Server", "heroku-audit-trail-simulator")
         if simulator.faults.send_date:
-            self.send_header("Date", self.date_time_string(time.time() + simulator.faults.date_offset))
+            moment = time.time() + simulator.faults.date_offset
+            self.send_header("Date", self.date_time_string(moment))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
