@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
+from heroku_audit_trail.days.window import new_events
 from heroku_audit_trail.ecs import format_time, render
 from heroku_audit_trail.eventgen import generate_day
-from heroku_audit_trail.window import new_events
 
 
 def best_of(rounds: int, work: Callable[[], object]) -> float:

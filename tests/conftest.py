@@ -192,8 +192,11 @@ class Cli:
         return {p.name: p.read_bytes() for p in self.state_dir.iterdir() if p.suffix == ".json"}
 
 
-def read_slowly(process: subprocess.Popen[bytes], limit: int, pause: float) -> bytearray:
-    """Read the child's stdout as a slow reader does, up to `limit` bytes or EOF.
+def read_slowly(
+    process: subprocess.Popen[bytes], limit: int, pause: float, chunk: int = 65536
+) -> bytearray:
+    """Read the child's stdout as a slow reader does (`chunk` bytes, then a `pause`), up to
+    `limit` bytes or EOF.
 
     One reader only: `os.read` on the raw descriptor, so a later `communicate()` (which reads
     the descriptor too) finds every byte not read here; a buffered `process.stdout.read()` would
@@ -202,10 +205,10 @@ def read_slowly(process: subprocess.Popen[bytes], limit: int, pause: float) -> b
     descriptor = process.stdout.fileno()
     received = bytearray()
     while len(received) < limit:
-        chunk = os.read(descriptor, 65536)
-        if not chunk:
+        data = os.read(descriptor, chunk)
+        if not data:
             break
-        received += chunk
+        received += data
         time.sleep(pause)
     return received
 

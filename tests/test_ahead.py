@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from heroku_audit_trail.ahead import ReadAhead
+from heroku_audit_trail.days.ahead import ReadAhead
 
 
 class Source:

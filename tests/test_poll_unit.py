@@ -50,6 +50,7 @@ class FakeClient:
         etag: str | None = None,
         start_range: str | None = None,
         abandoned: Any = None,
+        pages_before: int = 0,
     ) -> Iterator[Page]:
         self.requests_made += 1
         self.fetched.append(day)

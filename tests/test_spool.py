@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from heroku_audit_trail import spool as spool_module
-from heroku_audit_trail.spool import Spool
+from heroku_audit_trail.days import spool as spool_module
+from heroku_audit_trail.days.spool import Spool
 
 START = datetime(2026, 11, 23, tzinfo=timezone.utc)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
 from heroku_audit_trail.cursor import DayState
-from heroku_audit_trail.window import (
+from heroku_audit_trail.days.window import (
+    REWIND_LIMIT_DAYS,
     advance_closed_through,
     date_range,
     days_to_read,
@@ -55,13 +56,16 @@ def test_new_events_drops_seen_and_repeated_ids_and_sorts_by_time() -> None:
     assert [event["id"] for event in fresh] == ["a", "c", "z"]
 
 
-def test_days_never_read_in_full_come_first() -> None:
-    days = [date(2026, 11, 22), date(2026, 11, 23), TODAY]
+def test_the_window_comes_first_then_days_never_read_in_full() -> None:
+    days = [TODAY - timedelta(days=back) for back in (4, 3, 2, 1, 0)]
     open_days = {
-        date(2026, 11, 22): DayState(full_pass_started=TODAY),
-        date(2026, 11, 23): DayState(full_pass_started=TODAY, next_range="]x..; max=1000"),
+        days[0]: DayState(full_pass_started=TODAY),  # its last re-read, to close it
+        days[1]: DayState(full_pass_started=TODAY, next_range="]x..; max=1000"),
+        days[3]: DayState(full_pass_started=TODAY),
     }
-    assert reading_order(days, open_days) == [date(2026, 11, 23), TODAY, date(2026, 11, 22)]
+    # Today and yesterday (lookback 1) first, today (never read) before yesterday's re-read;
+    # then the older days never read in full; then the re-reads that close days.
+    assert reading_order(days, open_days, TODAY, 1) == [days[4], days[3], days[1], days[2], days[0]]
 
 
 def test_a_day_closes_only_after_a_full_pass_begun_outside_the_window() -> None:
@@ -72,9 +76,20 @@ def test_a_day_closes_only_after_a_full_pass_begun_outside_the_window() -> None:
 
 
 def test_a_cursor_ahead_of_the_window_is_brought_back() -> None:
-    assert rewound(date(2099, 12, 31), TODAY, 1) == date(2026, 11, 22)
+    confirmed = date(2026, 11, 20)  # when Heroku's Date last confirmed the cursor's move
+    assert rewound(date(2099, 12, 31), TODAY, 1, confirmed) == date(2026, 11, 22)
     assert rewound(date(2026, 11, 20), TODAY, 1) == date(2026, 11, 20)
     assert rewound(date(2026, 11, 22), TODAY, 3) == date(2026, 11, 20)  # the lookback grew
+
+
+def test_a_cursor_is_never_rewound_past_its_bound() -> None:
+    cursor = date(2026, 11, 22)
+    # A clock back at 1970 cannot take it before the window of the day Heroku confirmed.
+    assert rewound(cursor, date(1970, 1, 1), 1, TODAY) == cursor
+    assert rewound(cursor, date(1970, 1, 1), 3, TODAY) == date(2026, 11, 20)
+    # With no confirmed day, it moves back REWIND_LIMIT_DAYS at most.
+    limit = cursor - timedelta(days=REWIND_LIMIT_DAYS)
+    assert rewound(cursor, date(1970, 1, 1), 1) == limit
 
 
 def test_why_a_cursor_is_ahead_is_told_apart() -> None:

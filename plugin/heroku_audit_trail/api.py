@@ -40,7 +40,12 @@ MAX_RETRIES = 4
 RETRY_BUDGET = 15.0  # seconds of waiting in all, per run
 BACKOFF_BASE = 0.5
 PAGE_MAX = 1000
-PAGE_CAP = 1000  # pages per day: 1M events, far past any real account, short of forever
+# A day's pass may span runs: each run reads at most RUN_PAGES of it (75: what the account's
+# 4500 requests an hour refill in a minute, a poll's usual interval), and the rest next run. A
+# pass longer than PAGE_CAP pages in all (1M events, far past any real account) is pagination
+# that never ends: exit 65, and the failure backoff then spaces out the runs.
+RUN_PAGES = 75
+PAGE_CAP = 1000
 HEROKU_PAGE_SIZE = 200  # what Heroku sends when asked for no Range
 # What one response may inflate to (gzip included), read as a stream and refused past it (exit
 # 65): a page of 1000 events of 12 KB is 12 MiB; an archive is a month of an account's events.
@@ -310,10 +315,14 @@ class HerokuClient:
         etag: str | None = None,
         start_range: str | None = None,
         abandoned: threading.Event | None = None,
+        pages_before: int = 0,
+        run_pages: int | None = RUN_PAGES,
     ) -> Iterator[Page]:
-        """The pages of one day, following Next-Range; from `start_range` to continue a pass,
-        else from the first page, with If-None-Match when an ETag was kept for the day.
-        `abandoned`: set by a caller that reads ahead and has stopped: no request after it."""
+        """The pages of one day, following Next-Range; from `start_range` to continue a pass
+        (`pages_before` pages long so far), else from the first page, with If-None-Match when
+        an ETag was kept for the day. At most `run_pages` pages (None: all): the last one read
+        then carries the Next-Range to go on from. `abandoned`: set by a caller that reads
+        ahead and has stopped: no request after it."""
         path = f"/enterprise-accounts/{quote(account_id, safe='')}/events"
         params = {"day": day.isoformat(), **dict(filters)}
         headers = {"Range": with_max(start_range)} if start_range else {}
@@ -353,7 +362,9 @@ class HerokuClient:
             warning = None
             if next_range is None and response.status_code == 206:
                 warning = f"Heroku API answered 206 without Next-Range for {day}: taken as its end"
-            if next_range is not None and (next_range in ranges_seen or pages >= PAGE_CAP):
+            if next_range is not None and (
+                next_range in ranges_seen or pages_before + pages >= PAGE_CAP
+            ):
                 raise MalformedDataError(
                     f"Heroku API pagination for {day} does not end (Next-Range {next_range!r} "
                     f"repeated or over {PAGE_CAP} pages)",
@@ -367,7 +378,7 @@ class HerokuClient:
                 warning=warning,
                 request_id=self.last_request_id,
             )
-            if next_range is None:
+            if next_range is None or (run_pages is not None and pages >= run_pages):
                 return
             ranges_seen.add(next_range)
             headers, asked = {"Range": with_max(next_range)}, next_range
@@ -378,7 +389,7 @@ class HerokuClient:
         """Every event of one day."""
         events: list[dict[str, Any]] = []
         pages = 0
-        for page in self.day_pages(account_id, day, filters):
+        for page in self.day_pages(account_id, day, filters, run_pages=None):
             events += page.events
             pages += 1
         return DayFetch(events, pages)

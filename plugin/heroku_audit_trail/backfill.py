@@ -13,7 +13,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from heroku_audit_trail.api import HerokuClient
+from heroku_audit_trail.api import HerokuClient, Page
 from heroku_audit_trail.archives import read_month
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import (
@@ -31,18 +31,17 @@ from heroku_audit_trail.cursor import (
     remove_file,
     write_atomic,
 )
-from heroku_audit_trail.ecs import event_key, format_time, render
+from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
+from heroku_audit_trail.days.window import date_range, parse_day
+from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
     AuditTrailError,
-    DeadlineError,
     MalformedDataError,
-    StoppedError,
     UsageError,
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard
 from heroku_audit_trail.poll import each_partition
-from heroku_audit_trail.window import date_range, new_events, parse_day
 
 RECORD_VERSION = 1
 
@@ -180,7 +179,11 @@ class Backfill:
         self.writer = writer
         self.guard = guard
         self.log = log
-        self.read_at = format_time(datetime.now(timezone.utc))
+        self.options = RenderOptions(
+            settings.output_format,
+            settings.include_original,
+            format_time(datetime.now(timezone.utc)),
+        )
 
     def run(self, plan: Plan, today: date) -> None:
         record = ProgressRecord(self.settings.state_dir, plan)
@@ -254,7 +257,7 @@ class _Run:
         client, filters = self.backfill.client, self.backfill.settings.filters
         for day in days:
             self.backfill.guard.check()
-            self.print_day(day, client.fetch_day(account_id, day, filters).events)
+            self.print_day(day, client.day_pages(account_id, day, filters, run_pages=None))
 
     def by_archives(self, account_id: str, days: list[date], today: date) -> None:
         """Month by month: the archive's days from the archive, the others from the API."""
@@ -275,39 +278,41 @@ class _Run:
             for day in in_month:
                 self.backfill.guard.check()
                 if archive is not None and day in covered:
-                    events = archive.by_day.pop(day, [])
+                    pages: Iterable[Page] = [Page(archive.by_day.pop(day, []), None)]
                 else:
-                    events = client.fetch_day(account_id, day, api_filters).events
-                self.print_day(day, events)
+                    pages = client.day_pages(account_id, day, api_filters, run_pages=None)
+                self.print_day(day, pages)
             del archive  # one month in memory at a time
 
-    def print_day(self, day: date, events: list[dict[str, Any]]) -> None:
-        """The day's new events, in order; the record then moves past the day. A stop in the
-        middle (SIGTERM, the deadline's grace) records the ids already printed, so the next
-        run prints the rest of the day and nothing twice."""
-        settings, read_at = self.backfill.settings, self.backfill.read_at
+    def print_day(self, day: date, pages: Iterable[Page]) -> None:
+        """The day's new events, in order, through the day engine; the record then moves past
+        the day. A pass cut short (a stop, the deadline's grace, a failure after some pages)
+        records the ids already printed, so the next run prints the rest and nothing twice."""
+        backfill = self.backfill
         printed_before = self.state.partial_ids if self.state.partial_day == day else frozenset()
-        fresh = new_events(events, printed_before)
-        keys = [event_key(event) for event in fresh]
-        lines = (
-            render(event, settings.output_format, read_at, settings.include_original).line
-            for event in fresh
-        )
-        writer = self.backfill.writer
-        with self.backfill.guard.critical():
-            try:
-                printed = writer.write(lines)
-            except (StoppedError, DeadlineError):
+
+        def commit(result: DayPass) -> None:
+            if result.reached_end and result.all_printed:
+                self.state.completed_through = day
+                self.state.partial_day, self.state.partial_ids = None, frozenset()
+                self.days_done += 1
+            else:
                 self.state.partial_day = day
-                self.state.partial_ids = printed_before | frozenset(keys[: writer.lines_done])
-                self.record.save(self.state)
-                raise
-            self.state.completed_through = day
-            self.state.partial_day, self.state.partial_ids = None, frozenset()
+                self.state.partial_ids = printed_before | frozenset(result.printed_keys)
             self.record.save(self.state)
-        self.days_done += 1
-        self.events += printed
-        self.progress.show(self.plan.enterprise, self.days_done, self.events, self.backfill.client)
+            self.events += result.printed
+
+        pass_over_day(
+            day,
+            pages,
+            [printed_before],
+            backfill.options,
+            backfill.writer,
+            backfill.guard,
+            commit,
+            warn=backfill.log.warning,
+        )
+        self.progress.show(self.plan.enterprise, self.days_done, self.events, backfill.client)
 
     def where_it_stopped(self) -> str:
         done = self.state.completed_through

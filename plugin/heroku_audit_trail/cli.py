@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from heroku_audit_trail import __version__
 from heroku_audit_trail.config import (
     DEFAULT_API_URL,
+    Secret,
     Settings,
     default_log_format,
     default_state_dir,
@@ -26,6 +27,7 @@ from heroku_audit_trail.config import (
     parse_enterprises,
     validate_api_url,
 )
+from heroku_audit_trail.days.window import parse_day
 from heroku_audit_trail.ecs import CONFIGURATION_OBJECTS, IAM_OBJECTS, VERB_TYPES
 from heroku_audit_trail.errors import (
     EX_SOFTWARE,
@@ -38,7 +40,6 @@ from heroku_audit_trail.errors import (
 from heroku_audit_trail.logs import Log, capture_library_logs
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller, due_enterprises, utc_now
-from heroku_audit_trail.window import parse_day
 
 if TYPE_CHECKING:
     from heroku_audit_trail.api import HerokuClient
@@ -493,13 +494,20 @@ def build_settings(
     )
 
 
-def make_client(settings: Settings, env: Mapping[str, str], log: Log) -> HerokuClient:
-    from heroku_audit_trail.api import Deadline, HerokuClient
-
+def read_token(settings: Settings, env: Mapping[str, str], log: Log) -> Secret:
     token = load_token(settings.token_file, env, settings.api_url)
     log.add_secret(token.reveal())
     if token.warning:
         log.warning(token.warning)
+    return token
+
+
+def make_client(
+    settings: Settings, env: Mapping[str, str], log: Log, token: Secret | None = None
+) -> HerokuClient:
+    from heroku_audit_trail.api import Deadline, HerokuClient
+
+    token = token or read_token(settings, env, log)
     return HerokuClient(
         settings.api_url,
         token,
@@ -510,13 +518,18 @@ def make_client(settings: Settings, env: Mapping[str, str], log: Log) -> HerokuC
 
 def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
     started = utc_now()
-    due = due_enterprises(settings, started, log)
-    # Only partitions this run skipped (0) or ran get a mark; one a stop never reached, none.
-    exit_codes = {name: 0 for name in settings.enterprises if name not in due}
+    due = list(settings.enterprises)
+    exit_codes: dict[str, int] = {}
     try:
+        # The configuration first: a missing token is told at once, backoff or not.
+        token = read_token(settings, env, log)
+        due = due_enterprises(settings, started, log)
+        # Only partitions this run skipped (0) or ran get a mark; one a stop never reached,
+        # none.
+        exit_codes = {name: 0 for name in settings.enterprises if name not in due}
         if not due:
             return 0
-        client = make_client(settings, env, log)
+        client = make_client(settings, env, log, token)
         stdout = stdout_binary()
         writer = EventWriter(stdout, log, guard)
         writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size

@@ -50,6 +50,7 @@ class DayState:
     next_range: str | None = None  # where the pass under way continues
     pass_started: date | None = None  # the day (UTC) the pass under way began
     full_pass_started: date | None = None  # the day the last completed pass began
+    pass_pages: int = 0  # pages the pass under way has read so far, over all runs
     # `seen` sorted, for the file: a day's ids are replaced, never changed in place, and a
     # run saves a state several times, so a big day is sorted once (the length guards).
     _sorted_seen: list[str] | None = field(default=None, init=False, compare=False, repr=False)
@@ -60,6 +61,7 @@ class DayState:
         doc: dict[str, Any] = {"seen": self._sorted_seen, "etag": self.etag}
         if self.next_range is not None:
             doc["next_range"] = self.next_range
+            doc["pass_pages"] = self.pass_pages
         for name in ("pass_started", "full_pass_started"):
             value = getattr(self, name)
             if value is not None:
@@ -155,12 +157,16 @@ def parse_state(path: Path, raw: bytes) -> State:
             if text is not None and not isinstance(text, str):
                 raise _corrupt(path, f"{name} of {day_text} is not a string")
         started, full = day_doc.get("pass_started"), day_doc.get("full_pass_started")
+        pass_pages = day_doc.get("pass_pages", 0)
+        if not isinstance(pass_pages, int) or isinstance(pass_pages, bool) or pass_pages < 0:
+            raise _corrupt(path, f"pass_pages of {day_text} is not a count")
         open_days[_parse_day(path, day_text)] = DayState(
             set(seen),
             etag,
             next_range,
             None if started is None else _parse_day(path, started),
             None if full is None else _parse_day(path, full),
+            pass_pages,
         )
     last_run, last_attempt = doc.get("last_run"), doc.get("last_attempt")
     if last_run is not None and not isinstance(last_run, dict):
@@ -205,9 +211,13 @@ def _serialized(state: State) -> bytes:
     return orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
-def _room_and_replaceable(path: Path, size: int) -> bool:
-    """A file of `size` bytes can be made beside `path` and `path` can be linked; False on
-    any doubt (a filesystem without fallocate or hard links), so the caller saves for real."""
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, `ulimit -f`
+
+
+def _room_for(path: Path, size: int) -> bool | None:
+    """Whether a file of `size` bytes can be made beside `path` (a probe is allocated, then
+    removed): False when the disk, a quota or RLIMIT_FSIZE says no, None when this filesystem
+    cannot tell (no fallocate)."""
     probe = path.with_name(f".probe-{path.name}")
     try:
         with suppress(FileNotFoundError):
@@ -218,6 +228,20 @@ def _room_and_replaceable(path: Path, size: int) -> bool:
         finally:
             os.close(fd)
             probe.unlink()
+    except OSError as error:
+        with suppress(OSError):
+            probe.unlink()
+        return False if error.errno in NO_ROOM else None
+    return True
+
+
+def _room_and_replaceable(path: Path, size: int) -> bool:
+    """A file of `size` bytes can be made beside `path` and `path` can be linked; False on
+    any doubt (a filesystem without fallocate or hard links), so the caller saves for real."""
+    if not _room_for(path, size):
+        return False
+    probe = path.with_name(f".probe-{path.name}")
+    try:
         os.link(path, probe)
         probe.unlink()
     except OSError:
@@ -241,8 +265,9 @@ class StateStore:
         self.path = state_dir / f"{stem}.json"
         self.lock_path = state_dir / f"{stem}.lock"
         # A digest of the file's bytes as last read or written here (a big state file is
-        # megabytes: not kept twice in memory).
+        # megabytes: not kept twice in memory), and their length.
         self.on_disk: bytes | None = None
+        self.size_on_disk = 0
 
     def ensure_dir(self) -> None:
         ensure_state_dir(self.state_dir)
@@ -254,7 +279,7 @@ class StateStore:
         state = parse_state(self.path, raw)
         if state.partition != self.partition.as_dict():
             raise _corrupt(self.path, "it belongs to another partition")
-        self.on_disk = _digest(raw)
+        self.on_disk, self.size_on_disk = _digest(raw), len(raw)
         return state
 
     def save(self, state: State) -> None:
@@ -264,7 +289,7 @@ class StateStore:
         digest = _digest(payload)
         if digest != self.on_disk:
             write_atomic(self.path, payload)
-            self.on_disk = digest
+            self.on_disk, self.size_on_disk = digest, len(payload)
 
     def prove_writable(self, state: State) -> None:
         """StateWriteError unless a save can succeed now (read-only or full disk, lost
@@ -275,7 +300,19 @@ class StateStore:
         if _digest(payload) == self.on_disk and _room_and_replaceable(self.path, len(payload)):
             return
         write_atomic(self.path, payload)  # the proof that decides
-        self.on_disk = _digest(payload)
+        self.on_disk, self.size_on_disk = _digest(payload), len(payload)
+
+    def prove_room(self, growth: int) -> None:
+        """StateWriteError unless the state file, `growth` bytes larger than now, can be
+        written beside the one there: asked before a day is printed, so a nearly full disk
+        prints nothing rather than the same events on every run."""
+        if _room_for(self.path, self.size_on_disk + growth) is False:
+            raise StateWriteError(
+                f"cannot write state file {self.path}: no room for the "
+                f"{(self.size_on_disk + growth) >> 10} KiB it will need (the disk is full, "
+                "or a quota or file size limit is reached); nothing of this day was printed: "
+                "free some space, and the next run prints it"
+            )
 
     def remove(self) -> bool:
         return remove_file(self.path)

@@ -11,20 +11,24 @@ hand (like `aws cloudtrail lookup-events --max-results`); what is printed is alw
 
 from __future__ import annotations
 
+import heapq
 import sys
 import unicodedata
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
-from operator import itemgetter
-from typing import Any, BinaryIO, TextIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
+from typing import Any, BinaryIO
 
-from heroku_audit_trail.api import HerokuClient
+import orjson
+
+from heroku_audit_trail.api import HerokuClient, Page
 from heroku_audit_trail.config import Settings
+from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
+from heroku_audit_trail.days.window import date_range, parse_day
 from heroku_audit_trail.ecs import (
+    Rendered,
     as_object,
     as_text,
-    event_key,
     format_time,
     parse_time,
     render,
@@ -34,7 +38,6 @@ from heroku_audit_trail.errors import UsageError
 from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard
 from heroku_audit_trail.poll import each_partition
-from heroku_audit_trail.window import date_range, parse_day
 
 HEADERS = ("TIME (UTC)", "ACTOR", "ACTION", "TARGET", "IP")
 
@@ -107,67 +110,60 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> li
     return lines
 
 
-Ranked = tuple[tuple[datetime, str], dict[str, Any]]  # ((time, id), event)
-DaysOfEvents = Generator[tuple[date, list[Ranked]], None, None]
+class Kept:
+    """A writer for the day engine that keeps lines for the end rather than printing them: a
+    table's rows (small), or only the `limit` most recent lines (a heap), so memory does not
+    grow with the range. Each line comes as `rank<TAB>payload` (see `ranked_line`)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.lines_done = 0
+        self._heap: list[tuple[tuple[str, str, str], int, bytes]] = []
+        self._count = 0  # ties in rank (an id listed under two accounts) keep arrival order
+
+    def write(self, lines: Iterable[bytes]) -> int:
+        done = 0
+        for line in lines:
+            rank_text, _, payload = line.partition(b"\t")
+            day, moment, key = orjson.loads(rank_text)
+            item = ((day, moment, key), self._count, payload)
+            self._count += 1
+            if self.limit is None or len(self._heap) < self.limit:
+                heapq.heappush(self._heap, item)
+            else:
+                heapq.heappushpop(self._heap, item)
+            done += 1
+        self.lines_done = done
+        return done
+
+    def in_order(self) -> list[bytes]:
+        return [payload for _, _, payload in sorted(self._heap)]
 
 
-def ranked(event: dict[str, Any], day: date) -> tuple[datetime, str]:
-    """An event's place in the look-up: its created_at, else the start of the day it was
-    listed under (not "last": --limit must not take undated events for the newest), then id."""
-    moment = parse_time(event.get("created_at"))
-    return moment or datetime.combine(day, time.min, timezone.utc), event_key(event)
+def ranked_line(
+    day: date, payload_of: Callable[[dict[str, Any], Rendered], bytes]
+) -> Callable[[dict[str, Any], str, RenderOptions], Rendered]:
+    """The engine's render for kept lines: the place of the event among all the days read
+    (its day, then the day's print order: created_at, an event without one last, then id),
+    a tab, and what will be printed."""
+
+    def render_event(event: dict[str, Any], key: str, options: RenderOptions) -> Rendered:
+        rendered = render(
+            event, options.output_format, options.read_at, options.include_original, key
+        )
+        moment, _ = rendered.order
+        rank = orjson.dumps([day.isoformat(), moment.isoformat(), key])
+        return rendered._replace(line=rank + b"\t" + payload_of(event, rendered))
+
+    return render_event
 
 
-class Lookup:
-    def __init__(
-        self, settings: Settings, client: HerokuClient, log: Log, stderr: TextIO | None
-    ) -> None:
-        self.settings = settings
-        self.client = client
-        self.log = log
-        self.stderr = stderr
-
-    def days_of_events(self, enterprise: str, days: list[date], query: Query) -> DaysOfEvents:
-        """(day, its matching events in order), for each day in `days` order; an id listed
-        under several days (or pages) comes once."""
-        account_id = self.client.enterprise_account(enterprise)["id"]
-        progress = Progress(self.stderr, len(days), f"events {enterprise}")
-        self.log.before_write = progress.clear
-        seen: set[str] = set()
-        found = 0
-        try:
-            for done, day in enumerate(days):
-                if len(days) > 1:
-                    progress.show(day.isoformat(), done, found, self.client)
-                fetched = self.client.fetch_day(account_id, day, self.settings.filters)
-                events = []
-                for event in fetched.events:
-                    place = ranked(event, day)
-                    if place[1] not in seen and (query.app is None or of_app(event, query.app)):
-                        seen.add(place[1])
-                        events.append((place, event))
-                events.sort(key=itemgetter(0))
-                found += len(events)
-                progress.clear()  # before the caller prints: the two share a terminal
-                yield day, events
-        finally:
-            progress.clear()
-            self.log.before_write = None
-
-
-def newest(
-    days: Generator[tuple[date, list[Ranked]], None, None], limit: int | None
-) -> list[Ranked]:
-    """The events of days given newest first, up to the `limit` most recent, oldest first.
-    Reading stops at the first day that completes the limit: no request for older days."""
-    kept: list[Ranked] = []
-    for _, events in days:
-        kept += events
-        if limit is not None and len(kept) >= limit:
-            days.close()  # now, so its progress line is cleared before anything is printed
-            break
-    kept.sort(key=itemgetter(0))
-    return kept[-limit:] if limit is not None else kept
+def of_app_only(pages: Iterable[Page], app: str | None) -> Iterator[Page]:
+    """The pages with only the events of `app` (all of them: None)."""
+    for page in pages:
+        if app is not None:
+            page = replace(page, body=[event for event in page.events if of_app(event, app)])
+        yield page
 
 
 def run_events(
@@ -179,46 +175,74 @@ def run_events(
     guard: StopGuard | None = None,
 ) -> int:
     """Print the query's events; one account's failure does not stop the others (the first
-    failure is the exit code)."""
-    lookup = Lookup(settings, client, log, sys.stderr)
+    failure is the exit code). Each day goes through the day engine; an id listed under
+    several days comes once."""
+    guard = guard or StopGuard()
     writer = EventWriter(out, log, guard)
     writer.warn_long_lines = False  # a person's look-up, not Fluent Bit's input
     writer.when_closed = "events keeps no state: nothing is lost, run it again"
-    read_at = format_time(datetime.now(timezone.utc))
-    output_format = "heroku" if query.output == "heroku" else "ecs"
+    options = RenderOptions(
+        "heroku" if query.output == "heroku" else "ecs",
+        settings.include_original,
+        format_time(datetime.now(timezone.utc)),
+    )
     days = date_range(query.since, query.until)
     several = len(settings.enterprises) > 1
     streamed = query.limit is None and query.output != "table"
-    chosen: list[tuple[tuple[datetime, str], str, dict[str, Any]]] = []
-    printed = 0
-
-    def print_events(events: list[dict[str, Any]]) -> int:
-        lines = [render(e, output_format, read_at, settings.include_original) for e in events]
-        for rendered in lines:
-            if rendered.warning:
-                log.warning(rendered.warning)
-        return writer.write(rendered.line for rendered in lines)
+    kept = Kept(query.limit)
 
     def look_up(enterprise: str) -> None:
-        nonlocal printed
-        if streamed:  # a day at a time, oldest first: a pipe sees lines as days arrive
-            for _, events in lookup.days_of_events(enterprise, days, query):
-                printed += print_events([event for _, event in events])
-        else:
-            found = newest(lookup.days_of_events(enterprise, days[::-1], query), query.limit)
-            chosen.extend((place, enterprise, event) for place, event in found)
+        account_id = client.enterprise_account(enterprise)["id"]
+        progress = Progress(sys.stderr, len(days), f"events {enterprise}")
+        log.before_write = progress.clear
+        seen: set[str] = set()
+        found = 0
+
+        def commit(result: DayPass) -> None:
+            nonlocal found
+            seen.update(result.met)
+            found += result.printed
+
+        def payload(event: dict[str, Any], rendered: Rendered) -> bytes:
+            if query.output != "table":
+                return rendered.line
+            return orjson.dumps([*row_of(event), *([enterprise] if several else [])])
+
+        try:
+            # Streamed: oldest first, a day at a time, so a pipe sees lines as days arrive.
+            # Kept: newest first, and no older day is asked for once the limit is reached.
+            for done, day in enumerate(days if streamed else days[::-1]):
+                if len(days) > 1:
+                    progress.show(day.isoformat(), done, found, client)
+                pages = client.day_pages(account_id, day, settings.filters, run_pages=None)
+                progress.clear()  # before anything is printed: the two share a terminal
+                pass_over_day(
+                    day,
+                    of_app_only(pages, query.app),
+                    [seen],
+                    options,
+                    writer if streamed else kept,
+                    guard,
+                    commit,
+                    warn=log.warning,
+                    render_event=None if streamed else ranked_line(day, payload),
+                )
+                if query.limit is not None and found >= query.limit:
+                    break
+        finally:
+            progress.clear()
+            log.before_write = None
 
     code = each_partition(settings.enterprises, look_up, log)
+    printed = writer.lines_written
     if not streamed:
-        chosen.sort(key=itemgetter(0))  # the accounts merged in time
-        if query.limit is not None:
-            chosen = chosen[-query.limit :]
+        chosen = kept.in_order()
         if query.output == "table":
-            rows = [(*row_of(e), *([name] if several else [])) for _, name, e in chosen]
+            rows = [tuple(orjson.loads(row)) for row in chosen]
             lines = table(rows, (*HEADERS, "ACCOUNT") if several else HEADERS) if rows else []
             writer.write(line.encode() + b"\n" for line in lines)
         else:
-            print_events([event for _, _, event in chosen])
+            writer.write(chosen)
         printed = len(chosen)
     if code and not printed:
         return code  # the error said it all: no summary of nothing

@@ -9,11 +9,12 @@ then does not commit the day being written.
 from __future__ import annotations
 
 import errno
+import os
 import select
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from itertools import islice
 from types import FrameType
@@ -36,6 +37,8 @@ FLUENT_BIT_LINE_LIMIT = 4095  # fgets() into Fluent Bit's default 4096-byte Buf_
 _BATCH = 1000
 # After SIGTERM, a write to a reader that has stalled is given this long, then abandoned.
 STOP_GRACE_SECONDS = 3.0
+# A write told to give up ends at its next syscall; if it cannot, the alarm ends it this late.
+GIVE_UP_SECONDS = 1.0
 
 
 def _buf_size_for(length: int) -> str:
@@ -87,6 +90,8 @@ class EventWriter:
         self.longest_line = 0
         self.warn_long_lines = True
         self._warned_long = False
+        self._offset = 0  # bytes of the batch under way written so far
+        self._given_up = False  # the stop's grace ran out while writing
         # What a closed stdout means for the command, told in its error.
         self.when_closed = "the day being written is not saved and will be printed again"
 
@@ -95,32 +100,52 @@ class EventWriter:
         the pending stop (after finishing the line under way) if told to stop mid-way."""
         written = 0
         self.lines_done = 0  # whole lines of this call written so far, for a partial record
+        self._given_up = False
+        if self.guard is not None:
+            self.guard.on_grace_over = self._give_up
         try:
             iterator = iter(lines)
             while batch := list(islice(iterator, _BATCH)):
-                if written and self._told_to_stop():
+                if written and (self._told_to_stop() or self._given_up):
                     raise self._stop_error()
-                self._write_all(b"".join(batch))
+                data = b"".join(batch)
+                try:
+                    self._write_all(data)
+                finally:
+                    # Whatever ends the batch (a stop, the grace's alarm, a closed pipe), only
+                    # lines whose newline went out count; a count is never more than that.
+                    self.lines_done = written + data.count(b"\n", 0, self._offset)
                 self._measure(batch)
                 written += len(batch)
-                self.lines_done = written
             self.stream.flush()
         except OSError as error:
             raise _closed(error, self.when_closed) from None
+        finally:
+            if self.guard is not None:
+                self.guard.on_grace_over = None
         self.lines_written += written
         return written
 
+    def _give_up(self) -> None:
+        """The grace for a stalled write is over (from the alarm's handler): end the write at
+        its next syscall, which then cannot block, so exactly what went out is known."""
+        self._given_up = True
+        with suppress(OSError, ValueError, AttributeError):
+            os.set_blocking(self.stream.fileno(), False)
+
     def _write_all(self, data: bytes) -> None:
-        offset = 0
-        while offset < len(data):
-            offset += self._write_some(data, offset)
-            if offset < len(data) and self._told_to_stop():
+        """All of `data`; `_offset` says how much went out, whatever interrupts it."""
+        self._offset = 0
+        while self._offset < len(data):
+            self._offset += self._write_some(data, self._offset)
+            if self._offset < len(data) and self._given_up:
+                raise self._stop_error()  # mid-line perhaps: only whole lines are counted
+            if self._offset < len(data) and self._told_to_stop():
                 # Told to stop in the middle of a batch: end the line under way, then stop.
-                end = data.find(b"\n", offset)
+                end = data.find(b"\n", self._offset)
                 line_end = len(data) if end < 0 else end + 1
-                while offset < line_end:
-                    offset += self._write_some(data[:line_end], offset)
-                self.lines_done += data.count(b"\n", 0, offset)
+                while self._offset < line_end:
+                    self._offset += self._write_some(data[:line_end], self._offset)
                 raise self._stop_error()
 
     def _told_to_stop(self) -> bool:
@@ -139,7 +164,7 @@ class EventWriter:
             count = self.stream.write(memoryview(data)[offset:])
         except BlockingIOError as error:
             count = error.characters_written
-        if not count:
+        if not count and not self._given_up:
             _wait_writable(self.stream)
         return count or 0
 
@@ -171,6 +196,10 @@ class StopGuard:
         self._grace_armed = False
         self._deadline_message = ""
         self._settled = False
+        # Set by a write under way: told when the grace is over, it ends itself at a syscall
+        # (exactly what went out is then known) rather than being cut by an exception.
+        self.on_grace_over: Callable[[], None] | None = None
+        self._gave_up = False
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
@@ -201,6 +230,11 @@ class StopGuard:
     def _alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._grace_armed:
             assert self.pending is not None
+            if self.on_grace_over is not None and not self._gave_up:
+                self._gave_up = True
+                self.on_grace_over()  # the write ends itself; if it cannot, the next alarm
+                signal.setitimer(signal.ITIMER_REAL, GIVE_UP_SECONDS)
+                return
             raise self.pending  # the grace is over: abandon the stalled write
         if self.pending is None:
             self.pending = DeadlineError(self._deadline_message)
@@ -233,7 +267,7 @@ class StopGuard:
         finally:
             self._critical -= 1
             if not self._critical and self._grace_armed:
-                self._grace_armed = False
+                self._grace_armed = self._gave_up = False
                 signal.setitimer(signal.ITIMER_REAL, 0.0)
         self.check()
 

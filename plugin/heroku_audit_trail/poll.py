@@ -7,39 +7,40 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from heroku_audit_trail.ahead import ReadAhead
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import DayState, Partition, State, StateStore
-from heroku_audit_trail.ecs import event_key, format_time, render
+from heroku_audit_trail.days.ahead import ReadAhead
+from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
+from heroku_audit_trail.days.window import (
+    advance_closed_through,
+    days_to_read,
+    first_closed_through,
+    horizon,
+    lookback_grew,
+    may_close,
+    reading_order,
+    rewound,
+)
+from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
     EX_IOERR,
     EX_SIGINT,
     EX_SIGTERM,
     ApiUnavailableError,
     AuditTrailError,
-    OutputClosedError,
+    ConfigError,
+    MalformedDataError,
+    PermissionDeniedError,
     RateLimitedError,
     StateWriteError,
-    StoppedError,
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.schedule import after_failure, skip_reason
-from heroku_audit_trail.spool import Spool
-from heroku_audit_trail.window import (
-    advance_closed_through,
-    days_to_read,
-    first_closed_through,
-    lookback_grew,
-    may_close,
-    reading_order,
-    rewound,
-    seen_anywhere,
-)
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
     from heroku_audit_trail.api import HerokuClient
@@ -110,19 +111,6 @@ class RunReport:
     warnings: int = 0
 
 
-@dataclass
-class PassProgress:
-    """The part of a day's pass read by this run and not yet printed."""
-
-    held: Spool = field(default_factory=Spool)  # rendered lines, with their sort keys
-    keys: set[str] = field(default_factory=set)  # every id met by this run's pages
-    pages: int = 0
-    next_range: str | None = None
-    etag: str | None = None
-    complete: bool = False
-    started: date | None = None
-
-
 MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a thousand log lines
 CLOCK_SKEW_WARNING = timedelta(minutes=5)  # the Date header has whole seconds; networks lag
 
@@ -165,7 +153,8 @@ class Poller:
                 self._read_days(store, state, report, started_at.date())
             except AuditTrailError as error:
                 failures = state.failures_in_a_row() + 1
-                backs_off = isinstance(error, (ApiUnavailableError, RateLimitedError))
+                reached_api = self.client.requests_made > requests_before
+                backs_off = backs_off_after(error, reached_api)
                 if backs_off:
                     # Remembered, so the next runs leave the API alone for a while (a run a
                     # second under Fluent Bit would otherwise retry an outage every second).
@@ -252,8 +241,12 @@ class Poller:
         if state.closed_through is None:
             # After the account lookup the server's Date is known: a clock that runs ahead
             # must not put the first window in the future.
-            state.closed_on = self.trusted_today(today)
-            state.closed_through = first_closed_through(state.closed_on, lookback)
+            state.closed_on = self.confirmed(self.trusted_today(today))
+            state.closed_through = first_closed_through(self.trusted_today(today), lookback)
+        if state.closed_through > horizon(today, lookback) and self.client.server_time is None:
+            # The cursor is ahead of this host's window: before moving it back, ask Heroku
+            # what day it is (the account, one request), as this host's clock may be behind.
+            self.client.enterprise_account(state.account["id"])
         self._rewind_if_ahead(state, today)
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.prove_writable(state)
@@ -266,20 +259,26 @@ class Poller:
             )
             return
         self.accounts_read.add(account_id)
-        read_at = format_time(self.now())
+        options = RenderOptions(
+            self.settings.output_format, self.settings.include_original, format_time(self.now())
+        )
         done: set[date] = set()
         while True:
             # Made again after each day: closing may have passed days in the list, and the
-            # server's clock, known after the first answer, may show ours to be ahead.
-            days = reading_order(days_to_read(state.closed_through, today), state.open_days)
+            # server's clock, known after the first answer, may show ours to be ahead: no
+            # day after Heroku's today is read.
+            trusted = self.trusted_today(today)
+            days = reading_order(
+                days_to_read(state.closed_through, trusted), state.open_days, trusted, lookback
+            )
             pending = [day for day in days if day not in done]
             if not pending:
                 return
             self.guard.check()
             done.add(pending[0])
-            self._read_day(store, state, pending[0], today, read_at, report)
+            self._read_day(store, state, pending[0], today, options, report)
             self._warn_if_clocks_disagree(report)
-            self._rewind_if_ahead(state, self.trusted_today(today))
+            self._rewind_if_ahead(state, today)
 
     def _warn_if_clocks_disagree(self, report: RunReport) -> None:
         """Once a run, after an answer: a host clock far from Heroku's decides when days
@@ -301,27 +300,38 @@ class Poller:
             clock_skew_s=round(skew.total_seconds()),
         )
 
+    def confirmed(self, day: date) -> date | None:
+        """`day`, if Heroku's Date has confirmed this run's clock; else None."""
+        return day if self.client.server_time is not None else None
+
     def _rewind_if_ahead(self, state: State, today: date) -> None:
-        """A cursor ahead of today less the lookback (a clock that ran ahead, an edited state)
-        is brought back with a warning: a few duplicates, never a silent feed."""
+        """A cursor ahead of today less the lookback (a clock that ran ahead with no Date to
+        correct it, an edited state, a larger --lookback-days) is brought back with a warning,
+        within the bound of `rewound`: a few duplicates, never a silent feed. Today is
+        Heroku's, once its Date is known."""
         assert state.closed_through is not None
-        back = rewound(state.closed_through, today, self.settings.lookback_days)
+        server = self.client.server_time
+        latest = server.date() if server is not None else today
+        lookback = self.settings.lookback_days
+        back = rewound(state.closed_through, latest, lookback, state.closed_on)
         if back == state.closed_through:
             return
         why = (
             "--lookback-days is larger than when those days were closed"
-            if lookback_grew(state.closed_through, state.closed_on, today)
+            if lookback_grew(state.closed_through, state.closed_on, latest)
             else "this host's clock was ahead before (or is behind now), the state was edited, "
             "or --lookback-days grew"
         )
+        bounded = back > horizon(latest, lookback)
         self.log.warning(
             f"the state's closed_through {state.closed_through} is ahead of today "
-            f"({today} UTC) less the lookback: {why}; reading again from "
-            f"{back + timedelta(days=1)} (events printed before may be printed twice; "
-            "event.id tells them apart)",
+            f"({latest} UTC) less the lookback: {why}; reading again from "
+            f"{back + timedelta(days=1)}"
+            + (" (a cursor is moved back no further than that in a run)" if bounded else "")
+            + " (events printed before may be printed twice; event.id tells them apart)",
             enterprise=partition_name(state),
         )
-        state.closed_through, state.closed_on = back, today
+        state.closed_through = back
 
     def _read_day(
         self,
@@ -329,119 +339,62 @@ class Poller:
         state: State,
         day: date,
         today: date,
-        read_at: str,
+        options: RenderOptions,
         report: RunReport,
     ) -> None:
-        """One day's pass, or what this run can read of it: page by page, printed in
-        created_at order at the end. A failure after some pages prints and commits those
-        pages, with where the pass goes on, so every run makes progress."""
+        """One day's pass, or what this run can read of it, through the day engine; its
+        commit saves the day's state (DESIGN §5)."""
         assert state.account is not None
+        lookback = self.settings.lookback_days
         day_state = state.open_days.get(day, DayState())
         other_days = [kept.seen for other, kept in state.open_days.items() if other != day]
-        progress = PassProgress(started=day_state.pass_started if day_state.next_range else None)
+        # No 304 closes a day: once outside the window it is read without If-None-Match.
+        in_window = day > horizon(self.trusted_today(today), lookback)
         abandoned = threading.Event()
         pages = ReadAhead(
             self.client.day_pages(
                 state.account["id"],
                 day,
                 self.settings.filters,
-                etag=day_state.etag,
+                etag=day_state.etag if in_window else None,
                 start_range=day_state.next_range,
+                pages_before=day_state.pass_pages if day_state.next_range else 0,
                 abandoned=abandoned,
             ),
             abandoned,
         )
-        try:
-            for page in pages:
-                events = page.events  # parsed here, beside the rendering
-                progress.started = progress.started or self.trusted_today(today)
-                if page.warning:
-                    self._warn(report, page.warning, day=day.isoformat())
-                orders, lines, keys = self._render_page(
-                    events, progress.keys, [day_state.seen, *other_days], read_at, report
-                )
-                with self.guard.critical():
-                    progress.held.extend(orders, lines)
-                    progress.keys |= keys
-                    progress.pages += 1
-                    progress.next_range = page.next_range
-                    progress.etag = page.etag
-                    progress.complete = page.next_range is None and page.complete
-        except (StoppedError, OutputClosedError):
-            raise
-        except AuditTrailError:
-            if progress.pages:
-                self._commit(store, state, day, progress, today, report)
-            raise
-        finally:
-            pages.close()
-        self._commit(store, state, day, progress, today, report)
 
-    def _render_page(
-        self,
-        events: list[dict[str, Any]],
-        pass_keys: set[str],
-        seen_sets: list[set[str]],
-        read_at: str,
-        report: RunReport,
-    ) -> tuple[list[tuple[datetime, str]], list[bytes], set[str]]:
-        """The page's new events rendered: their sort keys and lines, and every key seen."""
-        orders = []
-        lines = []
-        keys: set[str] = set()
-        settings = self.settings
-        for event in events:
-            key = event_key(event)
-            if key in keys or key in pass_keys or seen_anywhere(key, seen_sets):
-                keys.add(key)
-                continue
-            keys.add(key)
-            rendered = render(
-                event, settings.output_format, read_at, settings.include_original, key
-            )
-            if rendered.warning:
-                report.degraded += rendered.line.find(b'"pipeline_error"') >= 0
-                self._warn(report, rendered.warning, event_id=key)
-            orders.append(rendered.order)
-            lines.append(rendered.line)
-        return orders, lines, keys
+        def room_for(result: DayPass) -> None:
+            new_ids = len(result.met) - len(day_state.seen & result.met)
+            # A seen id takes its length and about a dozen bytes of JSON; 512 for the rest.
+            store.prove_room(new_ids * (12 + max((len(k) for k in result.met), default=0)) + 512)
 
-    def _commit(
-        self,
-        store: StateStore,
-        state: State,
-        day: date,
-        progress: PassProgress,
-        today: date,
-        report: RunReport,
-    ) -> None:
-        """Print what the pass read, in created_at order, then save the day's state."""
-        with self.guard.critical():
-            try:
-                printed = self.writer.write(progress.held.in_order())
-            finally:
-                progress.held.close()
-            old = state.open_days.get(day, DayState())
-            if progress.complete:
-                new = DayState(
-                    old.seen | progress.keys, progress.etag, None, None, progress.started
-                )
-            else:  # a pass to continue from next_range (or, without one, to start over)
-                started = progress.started if progress.next_range else None
-                new = DayState(
-                    old.seen | progress.keys,
-                    None,
-                    progress.next_range,
-                    started,
-                    old.full_pass_started,
-                )
+        def commit(result: DayPass) -> None:
+            report.events_emitted += result.printed
+            report.degraded += result.degraded
+            report.days_read += result.reached_end and result.all_printed
+            if day > self.trusted_today(today):
+                return  # read before Heroku's Date showed it to be in the future: keep nothing
+            state.open_days[day] = next_day_state(day_state, result)
             closed_before = state.closed_through
-            state.open_days[day] = new
-            close_old_days(state, self.trusted_today(today), self.settings.lookback_days)
-            if new != old or day not in state.open_days or state.closed_through != closed_before:
+            trusted = self.trusted_today(today)
+            close_old_days(state, trusted, lookback, self.confirmed(trusted))
+            changed = state.open_days.get(day) != day_state
+            if changed or state.closed_through != closed_before:
                 store.save(state)  # a 304 day changes nothing: no rewrite of the file
-        report.days_read += progress.complete
-        report.events_emitted += printed
+
+        pass_over_day(
+            day,
+            pages,
+            [day_state.seen, *other_days],
+            options,
+            self.writer,
+            self.guard,
+            commit,
+            warn=lambda message, **fields: self._warn(report, message, **fields),
+            pass_date=lambda: self.trusted_today(today),
+            before_printing=room_for,
+        )
 
     def _warn(self, report: RunReport, message: str, **fields: Any) -> None:
         report.warnings += 1
@@ -455,9 +408,39 @@ def partition_name(state: State) -> str:
     return state.partition["enterprise"]
 
 
-def close_old_days(state: State, today: date, lookback_days: int) -> None:
+def backs_off_after(error: AuditTrailError, reached_api: bool) -> bool:
+    """Whether a failed run starts or continues the failure backoff (DESIGN §3): every
+    failure found in the API's answers (65, 69, 75 from a rate limit, 77, 78), so a revoked
+    token or a proxy answering HTML costs one request a backoff, not one a run. Not a failure
+    found before any request, a deadline, a signal, a lock or this host's own disk."""
+    answered = (MalformedDataError, ApiUnavailableError, PermissionDeniedError, ConfigError)
+    return isinstance(error, RateLimitedError) or (reached_api and isinstance(error, answered))
+
+
+def next_day_state(old: DayState, result: DayPass) -> DayState:
+    """A day's state after a pass over it (pure). A pass cut short while printing keeps the
+    ids printed and goes on next run from where it began; a pass that reached the day's end
+    becomes the day's last full pass; one that stopped early goes on from its Next-Range."""
+    if not result.all_printed:
+        return replace(old, seen=old.seen | result.printed_keys, etag=None)
+    seen = old.seen | result.met
+    started = old.pass_started if old.next_range else result.started
+    if result.reached_end:
+        return DayState(seen, result.etag, None, None, started)
+    pages = (old.pass_pages if old.next_range else 0) + result.pages
+    return DayState(
+        seen,
+        None,
+        result.next_range,
+        started if result.next_range else None,
+        old.full_pass_started,
+        pages if result.next_range else 0,
+    )
+
+
+def close_old_days(state: State, today: date, lookback_days: int, confirmed: date | None) -> None:
     """Move closed_through over the days that a full pass, begun after they left the lookback
-    window, has read; drop their seen sets."""
+    window, has read; drop their seen sets. `confirmed`: today, when Heroku's Date agrees."""
     assert state.closed_through is not None
     closable = {
         day
@@ -466,6 +449,7 @@ def close_old_days(state: State, today: date, lookback_days: int) -> None:
     }
     closed_through = advance_closed_through(state.closed_through, today, lookback_days, closable)
     if closed_through != state.closed_through:
-        state.closed_through, state.closed_on = closed_through, today
+        state.closed_through = closed_through
+        state.closed_on = confirmed or state.closed_on
     for day in [day for day in state.open_days if day <= state.closed_through]:
         del state.open_days[day]

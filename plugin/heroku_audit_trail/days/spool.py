@@ -35,6 +35,7 @@ class Spool:
         self._lines: list[bytes] = []  # while in memory
         self._file: BinaryIO | None = None
         self._size = 0  # bytes held, in memory or in the file
+        self._ranked: list[int] | None = None  # print order, once asked for
 
     def __len__(self) -> int:
         return len(self._orders)
@@ -89,13 +90,22 @@ class Spool:
     def in_order(self) -> Iterator[bytes]:
         """Every line, in created_at order (then id)."""
         orders = self._orders
-        ranked = sorted(range(len(orders)), key=orders.__getitem__)
+        ranked = self._ranked = sorted(range(len(orders)), key=orders.__getitem__)
         if self._file is None:
             lines = self._lines
             for index in ranked:
                 yield lines[index]
             return
         yield from _read_in_order(self._file.fileno(), self._lengths, ranked)
+
+    def keys(self, count: int | None = None) -> set[str]:
+        """The ids of the first `count` lines in print order (all of them: None)."""
+        orders = self._orders
+        if count is None:
+            return {key for _, key in orders}
+        if self._ranked is None or len(self._ranked) != len(orders):
+            self._ranked = sorted(range(len(orders)), key=orders.__getitem__)
+        return {orders[index][1] for index in self._ranked[:count]}
 
     def close(self) -> None:
         if self._file is not None:

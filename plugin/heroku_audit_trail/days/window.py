@@ -26,12 +26,28 @@ def first_closed_through(today: date, lookback_days: int) -> date:
     return horizon(today, lookback_days)
 
 
-def rewound(closed_through: date, today: date, lookback_days: int) -> date:
+REWIND_LIMIT_DAYS = 366  # how far a run may move back a cursor whose closing no Date confirmed
+
+
+def rewound(
+    closed_through: date, today: date, lookback_days: int, closed_on: date | None = None
+) -> date:
     """A cursor ahead of the window (a clock that ran ahead, a hand-edited or planted state,
     a --lookback-days grown since) must not silence the feed: bring it back to the horizon,
     so the window is read again. Its closed days' ids are gone, so what they printed before
-    may print again: duplicates, never a loss."""
-    return min(closed_through, horizon(today, lookback_days))
+    may print again: duplicates, never a loss.
+
+    Bounded, so a clock that is wrong now cannot send the feed back years: never before the
+    window of `closed_on` (the date Heroku's Date confirmed when the cursor last moved on:
+    time does not run backwards), and without one never more than REWIND_LIMIT_DAYS."""
+    target = horizon(today, lookback_days)
+    if closed_through <= target:
+        return closed_through
+    if closed_on is not None:
+        floor = horizon(closed_on, lookback_days)
+    else:
+        floor = closed_through - timedelta(days=REWIND_LIMIT_DAYS)
+    return max(target, min(floor, closed_through))
 
 
 def lookback_grew(closed_through: date, closed_on: date | None, today: date) -> bool:
@@ -48,16 +64,20 @@ def days_to_read(closed_through: date, today: date) -> list[date]:
     return [closed_through + timedelta(days=offset) for offset in range(1, count + 1)]
 
 
-def reading_order(days: list[date], open_days: Mapping[date, Any]) -> list[date]:
-    """Days never read in full (new, or with a pass under way) first, then the re-reads for
-    late events, each oldest first: a day too big for one run cannot starve the days after it,
-    and every run makes progress on something."""
+def reading_order(
+    days: list[date], open_days: Mapping[date, Any], today: date, lookback_days: int
+) -> list[date]:
+    """The window's days (today and the lookback days) first, so a catch-up after a gap or a
+    rewind never starves them; then the older days. In each group, the days never read in
+    full (new, or with a pass under way) before the re-reads, each oldest first, so a day too
+    big for one run cannot starve the days after it."""
+    outside = horizon(today, lookback_days)
 
     def read_in_full(day: date) -> bool:
         kept = open_days.get(day)
         return kept is not None and kept.full_pass_started is not None and not kept.next_range
 
-    return sorted(days, key=lambda day: (read_in_full(day), day))
+    return sorted(days, key=lambda day: (day <= outside, read_in_full(day), day))
 
 
 def may_close(day: date, full_pass_started: date | None, lookback_days: int) -> bool:
