@@ -20,7 +20,7 @@ rounds' ratios):
   schedule (of the account's 4500), requests for a 30-day backfill;
 - the state file a day leaves (its size) and one save of it, against writing its bytes;
 - the zipapp's warm start: that nothing-new poll from the .pyz against the console script;
-- ten accounts polled in one run (`--enterprise` ten times, through bench/account_router.py)
+- ten accounts polled in one run (`--enterprise` ten times, through heroku_audit_trail.simulators)
   against a run per account.
 """
 
@@ -43,13 +43,13 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from account_router import AccountRouter
 from bench_poll import floor_fetch
 
 from heroku_audit_trail.cursor import Partition, StateStore, parse_state, write_atomic
 from heroku_audit_trail.ecs import format_time, render
 from heroku_audit_trail.eventgen import generate_day
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
+from heroku_audit_trail.simulators import AccountRouter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,7 +160,7 @@ def watch_peak_rss(process: subprocess.Popen[bytes]) -> int:
 FLOOR = """
 import sys, os, time
 sys.path.insert(0, sys.argv[1])
-from account_router import AccountRouter
+from heroku_audit_trail.simulators import AccountRouter
 from bench_poll import floor_fetch
 class Sim:
     url, config = sys.argv[2], type("C", (), {"enterprise_id": sys.argv[3]})

@@ -103,6 +103,8 @@ class Cli:
             "HEROKU_AUDIT_STATE_DIR": str(self.state_dir),
             "HEROKU_AUDIT_MIN_INTERVAL": "0",
             "HEROKU_AUDIT_LOG_FORMAT": "json",
+            # Retries keep their schedule, made short: no test sleeps through 15 s of backoff.
+            "HEROKU_AUDIT_RETRY_BUDGET": "1",
             **self.env,
         }
 

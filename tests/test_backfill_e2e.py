@@ -17,6 +17,8 @@ from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 
 from .conftest import Cli, read_slowly, utc_today
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 DAYS = 90
 
 

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
+
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
 
 BENCH = Path(__file__).parent.parent / "bench" / "run.py"
 

@@ -17,6 +17,8 @@ from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 from .conftest import Cli, window_ids
 from .test_examples import EXAMPLES, read_classic
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 chdb_session = pytest.importorskip("chdb.session", reason="chdb not installed (extra: clickhouse)")
 
 

@@ -13,6 +13,8 @@ from heroku_audit_trail.simulator import NO_ACCESS_TOKEN, Simulator, SimulatorCo
 
 from .conftest import Cli, utc_today
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 
 def test_check_ok_human_and_json(cli: Cli) -> None:
     human = cli.run("check")

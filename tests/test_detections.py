@@ -21,6 +21,8 @@ from .test_examples import EXAMPLES
 chdb_session = pytest.importorskip("chdb.session", reason="chdb not installed (extra: clickhouse)")
 from .test_clickhouse import insert, rows  # noqa: E402  (needs chdb)
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 

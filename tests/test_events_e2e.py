@@ -9,14 +9,19 @@ import pty
 import subprocess
 import unicodedata
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from heroku_audit_trail.ecs import sort_key
-from heroku_audit_trail.simulator import Simulator
+from heroku_audit_trail.simulator import Simulator, SimulatorConfig
+from heroku_audit_trail.simulators import AccountRouter
 
 from .conftest import Cli, utc_today, window_ids
+
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
 
 
 def truth(sim: Simulator, days_back: int) -> list[dict[str, Any]]:
@@ -262,3 +267,31 @@ def test_a_usage_error_is_told_in_the_log_format_asked_for(cli: Cli) -> None:
         "events", "--log-format", "json", "--limit", "0", env={"HEROKU_AUDIT_LOG_FORMAT": "text"}
     )
     assert run.code == 64 and orjson.loads(run.stderr)["exit_code"] == 64
+
+
+def test_limit_across_two_accounts_is_the_most_recent_overall(tmp_path: Path) -> None:
+    """Two accounts that both answer: --limit N is the N most recent of both, merged in
+    time, not N of each nor the first account's N."""
+    configs = [
+        SimulatorConfig(seed=seed, events_per_day=20, history_days=1, enterprise_name=name)
+        for seed, name in ((31, "acme"), (32, "globex"))
+    ]
+    with (
+        Simulator(configs[0]) as acme,
+        Simulator(configs[1]) as globex,
+        AccountRouter([acme, globex]) as router,
+    ):
+        cli = Cli(acme, tmp_path, env={"HEROKU_API_URL": router.url})
+        run = cli.run(
+            "events", "--since", "yesterday", "--enterprise", "acme",
+            "--enterprise", "globex", "--limit", "7",
+        )  # fmt: skip
+        assert run.code == 0, run.stderr
+        everything = [
+            (event["created_at"], event["id"])
+            for sim in (acme, globex)
+            for day in (utc_today() - timedelta(days=1), utc_today())
+            for event in sim.events_for_day(day)
+        ]
+        assert run.ids == [event_id for _, event_id in sorted(everything)[-7:]]
+        assert {line["organization"]["name"] for line in run.lines} == {"acme", "globex"}

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from heroku_audit_trail.simulator import Faults, Simulator, SimulatorConfig
 
-from .conftest import Cli, utc_today, window_ids
+from .conftest import Cli, read_slowly, utc_today, window_ids
+
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
 
 ALLOWED_FAILURES = {0, 65, 69, 75}
 
@@ -78,13 +80,19 @@ def test_random_faults_never_lose_an_event(tmp_path: Path, seed: int) -> None:
             assert max(printed.values()) == 1
 
 
-# -- clocks, stops and late events (issue G1): at least once, whatever the order ------------
+# -- clocks, stops, slow readers, pages and late events (issues G1, G3) -----------------------
+
+DAY_SECONDS = 86_400.0
 
 STEP = st.fixed_dictionaries(
     {
-        "clock_days": st.integers(-3, 3),
+        # This host's clock, in days: small offsets, a year ahead, back in 1971.
+        "clock_days": st.one_of(st.integers(-3, 3), st.sampled_from([365, -20000])),
         "server_date": st.booleans(),
-        "stop": st.sampled_from(["none", "deadline", "outage", "sigterm", "sigkill"]),
+        # Heroku's Date, in days: right, a day ahead, three years behind.
+        "server_offset_days": st.sampled_from([0, 0, 1, -1095]),
+        "etag_scope": st.sampled_from(["page", "day"]),
+        "stop": st.sampled_from(["none", "deadline", "outage", "sigterm", "sigkill", "slow"]),
         "stop_after": st.floats(0.3, 1.2),  # after start-up: the handlers are in place
         "late_day": st.integers(0, 1),
         "late_count": st.integers(0, 3),
@@ -97,17 +105,24 @@ def run_step(cli: Cli, sim: Simulator, step: dict[str, Any]) -> list[str]:
     today = utc_today()
     clock = f"{step['clock_days']:+d}d" if step["clock_days"] else None
     sim.faults.send_date = step["server_date"]
+    sim.faults.date_offset = step["server_offset_days"] * DAY_SECONDS
+    sim.faults.etag_scope = step["etag_scope"]
     if step["late_count"]:
         sim.add_events(today - timedelta(days=step["late_day"]), step["late_count"])
-    if step["stop"] in ("sigterm", "sigkill"):
+    if step["stop"] in ("sigterm", "sigkill", "slow"):
         sim.faults.latency = 0.05
-        process = cli.popen("poll", clock=clock)
-        time.sleep(step["stop_after"])
-        process.send_signal(signal.SIGTERM if step["stop"] == "sigterm" else signal.SIGKILL)
-        out, err = process.communicate(timeout=30)
+        args = ["poll", *(["--max-runtime", "1"] if step["stop"] == "slow" else [])]
+        process = cli.popen(*args, clock=clock)
+        if step["stop"] == "slow":  # a shipper under back-pressure: 20 KB/s, cut by the grace
+            out = bytes(read_slowly(process, 1 << 40, pause=0.05, chunk=1024))
+            _, err = process.communicate(timeout=30)
+        else:
+            time.sleep(step["stop_after"])
+            process.send_signal(signal.SIGTERM if step["stop"] == "sigterm" else signal.SIGKILL)
+            out, err = process.communicate(timeout=30)
         cli.check_secret(out, err)
         sim.faults.latency = 0.0
-        assert process.returncode in (0, 143, -signal.SIGKILL), err
+        assert process.returncode in (0, 75, 143, -signal.SIGKILL), err
         return [orjson.loads(line)["event"]["id"] for line in out.split(b"\n")[:-1]]
     args = ["poll"]
     if step["stop"] == "deadline":
@@ -123,26 +138,32 @@ def run_step(cli: Cli, sim: Simulator, step: dict[str, Any]) -> list[str]:
 
 @pytest.mark.slow
 @settings(
-    max_examples=4,
+    max_examples=5,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(steps=st.lists(STEP, min_size=3, max_size=5))
-def test_clocks_stops_and_late_events_lose_nothing(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[dict[str, Any]]
+@given(steps=st.lists(STEP, min_size=3, max_size=5), page_size=st.sampled_from([7, 200]))
+def test_clocks_stops_readers_and_late_events_lose_nothing(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[dict[str, Any]], page_size: int
 ) -> None:
+    """Every event of the window is printed at least once, and once the faults stop, today's
+    new events are printed within two runs."""
     home = tmp_path_factory.mktemp("clocks")
     config = SimulatorConfig(seed=len(steps), events_per_day=60, history_days=6)
+    config.page_size = config.max_page_size = page_size  # 7: pages Heroku's client never sees
     with Simulator(config) as sim:
         cli = Cli(sim, home)
         printed = set(cli.run("poll").ids)  # the install: its window is the one to keep whole
         for step in steps:
             printed.update(run_step(cli, sim, step))
-        sim.faults.send_date = True
-        for _ in range(2):  # the clock right again: what is owed arrives
+        sim.faults.send_date, sim.faults.date_offset, sim.faults.etag_scope = True, 0.0, "page"
+        fresh = {event["id"] for event in sim.add_events(utc_today(), 2)}
+        after: set[str] = set()
+        for _ in range(2):  # the clocks right again: what is owed arrives
             final = cli.run("poll")
             assert final.code == 0, final.stderr
-            printed.update(final.ids)
-        assert window_ids(sim) <= printed
+            after.update(final.ids)
+        assert fresh <= after, "today's events were not printed within two runs"
+        assert window_ids(sim) <= printed | after

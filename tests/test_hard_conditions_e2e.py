@@ -22,6 +22,8 @@ from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 from .conftest import Cli, utc_today, window_ids
 from .proxy import ForwardProxy
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 # -- failure backoff across runs ------------------------------------------------------------
 
 

@@ -213,3 +213,41 @@ def test_a_state_disk_without_room_for_this_runs_ids_prints_nothing(
         assert b"no room" in done.stderr
     freed = cli.run("poll")
     assert freed.code == 0 and set(freed.ids) == new
+
+
+# -- what the suite missed (issue R3) ---------------------------------------------------------
+
+
+FIRST_ID = "00000000-0000-4000-8000-000000000000"  # sorts before every other id: page one
+
+
+def test_a_resumed_pass_counts_as_begun_when_it_began(tmp_path: Path) -> None:
+    """A two-page day whose page two fails: the pass stops after page one. A late event then
+    lands on page one. The next day the pass finishes from page two; it began while the day
+    was in the window, so it cannot close the day: one more run reads the day whole and
+    prints the late event."""
+    config = SimulatorConfig(seed=9, events_per_day=10, history_days=2, page_size=6)
+    config.max_page_size = 6
+    with Simulator(config) as sim:
+        cli = Cli(sim, tmp_path)
+        yesterday = utc_today() - timedelta(days=1)
+        sim.faults.failing_ranged = True
+        assert cli.run("poll").code == 69  # yesterday's page one printed, page two failed
+        sim.faults.failing_ranged = False
+        sim.plant(yesterday, [late_event(FIRST_ID, yesterday)])
+        sim.faults.date_offset = DAY_SECONDS
+        next_day = [cli.run("poll", clock="+1d") for _ in range(2)]
+        assert all(run.code == 0 for run in next_day), next_day[0].stderr
+        assert FIRST_ID in next_day[0].ids + next_day[1].ids
+
+
+def test_days_are_not_closed_by_this_hosts_clock_alone(cli: Cli, sim: Simulator) -> None:
+    """Two polls with this host's clock a day ahead (Heroku's right): the first closes
+    nothing early, so the second has nothing to print and no cursor to move back."""
+    assert cli.run("poll").code == 0
+    ahead = [cli.run("poll", clock="+1d") for _ in range(2)]
+    assert all(run.code == 0 for run in ahead), ahead[0].stderr
+    assert ahead[1].ids == []
+    assert not [log for log in ahead[1].logs if "closed_through" in log["message"]]
+    closed = orjson.loads(next(iter(cli.state_bytes().values())))["closed_through"]
+    assert closed == str(utc_today() - timedelta(days=2))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.simulator import Simulator
 
 from .conftest import Cli
+
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
 
 PREFIX = "heroku_audit_trail_"
 
@@ -142,6 +145,8 @@ def test_failures_of_any_kind_count_and_samples_outlive_other_runs(
 
     assert cli.run("poll", env=env).code == 0
     assert samples(metrics)[("consecutive_failures", acme)] == 0
+    assert cli.run("poll", "--type", "app", env=env).code == 0  # another partition rewrites
+    assert samples(metrics)[("consecutive_failures", acme)] == 0  # and the success holds
 
 
 def test_a_corrupt_state_keeps_the_last_success_to_alert_on(

@@ -22,6 +22,8 @@ from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 
 from .conftest import Cli, utc_today, window_ids
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 UNBUFFERED = pytest.mark.parametrize(
     "unbuffered", [False, True], ids=["buffered", "PYTHONUNBUFFERED=1"]
 )

@@ -19,6 +19,8 @@ from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 
 from .conftest import assert_secret_absent, window_ids
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

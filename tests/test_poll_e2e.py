@@ -15,6 +15,8 @@ from heroku_audit_trail.simulator import NO_ACCESS_TOKEN, Faults, Simulator, Sim
 
 from .conftest import Cli, utc_today, window_ids
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 
 def test_first_run_prints_yesterday_and_today_then_only_what_is_new(
     cli: Cli, sim: Simulator

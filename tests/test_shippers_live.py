@@ -29,6 +29,8 @@ from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 from .conftest import window_ids
 from .test_examples import EXAMPLES
 
+pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
+
 PROGRAM = Path(sys.executable).with_name("heroku-audit-trail")
 
 

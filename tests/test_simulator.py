@@ -669,6 +669,7 @@ def test_simulate_flags_validate_their_values() -> None:
             parser.parse_args(bad)
 
 
+@pytest.mark.e2e
 def test_simulate_prints_the_exports_and_stops_on_sigint() -> None:
     program = (
         "import argparse, sys\n"

@@ -37,8 +37,10 @@ USER_AGENT = f"heroku-audit-trail/{__version__} (+python-requests)"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 MAX_RETRIES = 4
-RETRY_BUDGET = 15.0  # seconds of waiting in all, per run
-BACKOFF_BASE = 0.5
+RETRY_BUDGET = 15.0  # seconds of waiting in all, per run (--retry-budget)
+# The n-th wait is up to budget / 30 * 2**n seconds (0.5, 1, 2, 4, 8 with the default): the
+# four retries fit the budget, and a smaller budget makes the same schedule shorter.
+BACKOFF_SHARE = 1 / 30
 PAGE_MAX = 1000
 # A day's pass may span runs: each run reads at most RUN_PAGES of it (75: what the account's
 # 4500 requests an hour refill in a minute, a poll's usual interval), and the rest next run. A
@@ -272,10 +274,12 @@ class HerokuClient:
         deadline: Deadline | None = None,
         rate_limit_floor: int = 0,
         sleep: Callable[[float], None] = time.sleep,
+        retry_budget: float = RETRY_BUDGET,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.deadline = deadline or Deadline(None)
         self.rate_limit_floor = rate_limit_floor
+        self.retry_budget = retry_budget
         self.sleep = sleep
         self.session = _Session()
         # SSL_CERT_FILE as well as REQUESTS_CA_BUNDLE: requests reads only the latter.
@@ -515,9 +519,9 @@ class HerokuClient:
             delay = (
                 retry_after
                 if retry_after is not None
-                else random.uniform(0, BACKOFF_BASE * 2**attempt)
+                else random.uniform(0, self.retry_budget * BACKOFF_SHARE * 2**attempt)
             )
-            out_of_budget = self._waited + delay > RETRY_BUDGET
+            out_of_budget = self._waited + delay > self.retry_budget
             if attempt > MAX_RETRIES or out_of_budget or delay >= self.deadline.remaining():
                 raise failure
             _stop_if(abandoned)

@@ -200,6 +200,13 @@ def api_flags() -> Parser:
         "other automation its quota (env HEROKU_AUDIT_RATE_LIMIT_FLOOR; default 500)",
     )
     group.add_argument(
+        "--retry-budget",
+        type=_number(float, 0.0),
+        metavar="SECONDS",
+        help="the most a run waits between retries of failed requests, in all; the waits "
+        "grow exponentially within it (env HEROKU_AUDIT_RETRY_BUDGET; default 15)",
+    )
+    group.add_argument(
         "--max-runtime",
         type=_number(float, 1.0),
         metavar="SECONDS",
@@ -491,6 +498,7 @@ def build_settings(
         max_runtime=max_runtime,
         token_file=flag("token_file"),
         metrics_file=Path(metrics).expanduser() if metrics else None,
+        retry_budget=pick(flag("retry_budget"), "HEROKU_AUDIT_RETRY_BUDGET", 0.0, 15.0),
     )
 
 
@@ -513,6 +521,7 @@ def make_client(
         token,
         deadline=Deadline(settings.max_runtime),
         rate_limit_floor=settings.rate_limit_floor,
+        retry_budget=settings.retry_budget,
     )
 
 

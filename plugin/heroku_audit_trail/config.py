@@ -56,6 +56,7 @@ class Settings:
     max_runtime: float | None
     token_file: str | None
     metrics_file: Path | None = None
+    retry_budget: float = 15.0  # seconds of waiting between retries, in all, per run
 
 
 def default_state_dir() -> Path:

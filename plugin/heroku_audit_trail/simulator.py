@@ -83,6 +83,7 @@ class Faults:
     rate_limit_remaining: int | None = None  # reported instead of the bucket's level (no 429s)
     # Non-conforming servers (DESIGN §9 asks the client to cope with them):
     failing_days: tuple[date, ...] = ()  # /events for these days answers error_status
+    failing_ranged: bool = False  # every /events page after a day's first answers error_status
     not_modified_ranged: bool = False  # 304 to every ranged request (a later page)
     drop_next_range: bool = False  # a 206 with no Next-Range header
     send_date: bool = True  # False: no Date header (a proxy that strips it)
@@ -456,7 +457,7 @@ class Simulator:
     def _events(self, query: dict[str, str], headers: dict[str, str | None]) -> _Response:
         self._add_late_events_when_due()
         day = _parse_day(query.get("day"))
-        if day in self.faults.failing_days:
+        if day in self.faults.failing_days or (self.faults.failing_ranged and headers.get("range")):
             status = self.faults.error_status
             raise _Reply(status, "service_unavailable", f"Simulated failure of {day}.")
         first, exclusive, last, page_max = self._parse_range(headers.get("range"))
