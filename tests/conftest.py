@@ -191,7 +191,11 @@ class Cli:
     def state_bytes(self) -> dict[str, bytes]:
         if not self.state_dir.is_dir():
             return {}
-        return {p.name: p.read_bytes() for p in self.state_dir.iterdir() if p.suffix == ".json"}
+        return {
+            p.name: p.read_bytes()
+            for p in self.state_dir.iterdir()
+            if p.suffix == ".json" and not p.name.startswith("runs-")  # a state's run record
+        }
 
 
 def read_slowly(

@@ -89,8 +89,10 @@ STEP = st.fixed_dictionaries(
         # This host's clock, in days: small offsets, a year ahead, back in 1971.
         "clock_days": st.one_of(st.integers(-3, 3), st.sampled_from([365, -20000])),
         "server_date": st.booleans(),
-        # Heroku's Date, in days: right, a day ahead, three years behind.
-        "server_offset_days": st.sampled_from([0, 0, 1, -1095]),
+        # Heroku's Date, in days: right or three years behind. (Not ahead: with this host's
+        # clock ahead too, both clocks would say a day has ended that has not, and no
+        # program can tell.)
+        "server_offset_days": st.sampled_from([0, 0, -1095]),
         "etag_scope": st.sampled_from(["page", "day"]),
         "stop": st.sampled_from(["none", "deadline", "outage", "sigterm", "sigkill", "slow"]),
         "stop_after": st.floats(0.3, 1.2),  # after start-up: the handlers are in place

@@ -40,6 +40,7 @@ from heroku_audit_trail.errors import (
 from heroku_audit_trail.logs import Log, capture_library_logs
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller, due_enterprises, utc_now
+from heroku_audit_trail.runs import Attempt
 
 if TYPE_CHECKING:
     from heroku_audit_trail.api import HerokuClient
@@ -529,6 +530,7 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
     started = utc_now()
     due = list(settings.enterprises)
     exit_codes: dict[str, int] = {}
+    poller: Poller | None = None
     try:
         # The configuration first: a missing token is told at once, backoff or not.
         token = read_token(settings, env, log)
@@ -543,8 +545,9 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
         writer = EventWriter(stdout, log, guard)
         writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
         arm_deadline(settings, guard)
+        poller = Poller(settings, client, writer, log, guard)
         try:
-            return Poller(settings, client, writer, log, guard).run(due, exit_codes)
+            return poller.run(due, exit_codes)
         finally:
             guard.disarm()
     except AuditTrailError as error:  # before any partition ran (no token, no stdout)
@@ -554,31 +557,58 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
         exit_codes |= {name: EX_SOFTWARE for name in due if name not in exit_codes}
         raise
     finally:
+        attempts = poller.attempts if poller is not None else {}
+        record_runs(settings, started, due, exit_codes, attempts, log)
         if settings.metrics_file is not None:
-            publish_metrics(settings, started, exit_codes, log)
+            publish_metrics(settings, log)
 
 
-def publish_metrics(
-    settings: Settings, started: datetime, exit_codes: dict[str, int], log: Log
+def record_runs(
+    settings: Settings,
+    started: datetime,
+    due: list[str],
+    exit_codes: dict[str, int],
+    attempts: Mapping[str, Attempt],
+    log: Log,
 ) -> None:
-    """--metrics-file, after every run; a failure to write it is logged, never the run's."""
-    from heroku_audit_trail.cursor import Partition, StateStore
-    from heroku_audit_trail.metrics import RunMark, collect, render, samples_in, write_metrics
+    """Each partition's run record, after every run that reached it: what the poller saw, or
+    (refused before it: no token, the lock held) the exit code alone. A skipped run is
+    recorded only for the metrics file (without one, a skip costs no write). A failure to
+    write is logged, never the run's."""
+    from heroku_audit_trail.cursor import Partition, ensure_state_dir
+    from heroku_audit_trail.runs import after, load, record_path, save
+
+    for enterprise, code in exit_codes.items():
+        skipped = enterprise not in due
+        if skipped and settings.metrics_file is None:
+            continue
+        attempt = attempts.get(enterprise)
+        if attempt is None or attempt.exit_code != code:
+            attempt = Attempt(started, code, skipped=skipped)
+        partition = Partition(enterprise, settings.filters)
+        path = record_path(settings.state_dir, partition)
+        try:
+            ensure_state_dir(settings.state_dir)
+            try:
+                previous = load(path, settings.state_dir)
+            except AuditTrailError:
+                previous = None  # unreadable: begun again
+            save(path, after(previous, partition.as_dict(), attempt))
+        except AuditTrailError as error:
+            log.warning(f"cannot record the run of {enterprise}: {error}", enterprise=enterprise)
+
+
+def publish_metrics(settings: Settings, log: Log) -> None:
+    """--metrics-file, after every run: a projection of the state dir; a failure to write it
+    is logged, never the run's."""
+    from heroku_audit_trail.metrics import collect, render, write_metrics
 
     assert settings.metrics_file is not None
-    marks = {}
-    for enterprise, code in exit_codes.items():
-        partition = Partition(enterprise, settings.filters)
-        store = StateStore(settings.state_dir, partition)
-        marks[store.path.name] = RunMark(started, code, partition.as_dict())
     try:
-        try:
-            previous = samples_in(settings.metrics_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):  # none yet, or not one of ours
-            previous = {}
-        samples = collect(settings.state_dir, marks, previous)
-        write_metrics(settings.metrics_file, render(samples))
-    except Exception as error:  # the metrics never change a run's exit code
+        write_metrics(settings.metrics_file, render(collect(settings.state_dir)))
+    except AuditTrailError as error:  # the metrics never change a run's exit code
+        log.warning(str(error))
+    except Exception as error:
         log.warning(f"cannot write metrics file {settings.metrics_file}: {error}")
 
 

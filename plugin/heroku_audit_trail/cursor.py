@@ -77,16 +77,8 @@ class State:
     closed_on: date | None = None  # our (trusted) date when closed_through last moved on
     open_days: dict[date, DayState] = field(default_factory=dict)
     last_run: dict[str, Any] | None = None  # the last successful run
-    last_attempt: dict[str, Any] | None = None  # the last run that took the lock, and its exit
+    last_attempt: dict[str, Any] | None = None  # an older version's; now in the run record
     backoff: Backoff | None = None  # failed runs since it (DESIGN §3, failure backoff)
-
-    def failures_in_a_row(self) -> int:
-        """Runs that failed since the last success, whatever their exit code (a state from
-        an older version counted only those that back off)."""
-        counted = (self.last_attempt or {}).get("failures_in_a_row")
-        if isinstance(counted, int) and not isinstance(counted, bool):
-            return counted
-        return self.backoff.failures if self.backoff else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -342,11 +334,17 @@ def ensure_state_dir(state_dir: Path) -> None:
     refuse_if_shared(state_dir, os.stat(state_dir), "state directory")
 
 
+def regular_files(state_dir: Path, pattern: str) -> list[Path]:
+    """The names in `state_dir` that match `pattern`, sorted (each is checked when read)."""
+    return sorted(state_dir.glob(pattern)) if state_dir.is_dir() else []
+
+
 def read_private(path: Path, state_dir: Path) -> bytes | None:
-    """A state file's bytes (None if there is none), refusing a symlink or a file others can
-    write."""
+    """A state file's bytes (None if there is none), refusing a symlink, anything but a
+    regular file (opened without blocking: a FIFO planted there cannot hang the run) or a
+    file others can write."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except NotADirectoryError:
@@ -361,7 +359,12 @@ def read_private(path: Path, state_dir: Path) -> bytes | None:
             f"cannot read state file {path}: {error.strerror}; it was left untouched"
         ) from None
     with os.fdopen(fd, "rb") as file:
-        refuse_if_shared(path, os.fstat(file.fileno()), "state file")
+        status = os.fstat(file.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise StateWriteError(
+                f"{path} is not a regular file; move it away, it is not this program's"
+            )
+        refuse_if_shared(path, status, "state file")
         return file.read()
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from heroku_audit_trail.cursor import State, parse_state, read_private
+from heroku_audit_trail.cursor import State, parse_state, read_private, regular_files
 from heroku_audit_trail.errors import AuditTrailError, StateWriteError
+from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
+from heroku_audit_trail.runs import RunRecord, parse_record
 from heroku_audit_trail.schedule import parse_stamp
 
 PREFIX = "heroku_audit_trail_"
@@ -30,15 +30,6 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("closed_through_timestamp_seconds", "Midnight UTC after the last closed day."),
     ("consecutive_failures", "Failed runs in a row (0 after a success)."),
 )
-
-
-@dataclass(frozen=True)
-class RunMark:
-    """What this run did for one partition: when it started, how it ended, which it was."""
-
-    started: datetime
-    exit_code: int
-    partition: dict[str, str]
 
 
 @dataclass
@@ -68,66 +59,47 @@ def _names(partition: dict[str, str]) -> tuple[str, str]:
     return enterprise, ",".join(f"{key}={value}" for key, value in sorted(rest.items()))
 
 
-def run_marks(
-    state: State | None, this_run: RunMark | None, previous: Mapping[str, float]
-) -> dict[str, float | None]:
-    """When the partition last ran, how that ended, and the failures in a row. A run that
-    saved no state (skipped, refused before it could: no token, the lock held) is recorded in
-    the metrics file alone, so `previous` (its samples in the file this one replaces) wins
-    when it is later than the last run the state recorded."""
-    attempt = (state.last_attempt if state else None) or {}
-    saved_at = _seconds(attempt.get("started_at"))
-    success_at = _seconds(((state.last_run if state else None) or {}).get("started_at"))
-    previous_run = previous.get("last_run_timestamp_seconds")
-    # Failures since the last success: the state counts those that saved, the file also those
-    # that could not (when it is newer than that success); each is a lower bound.
-    saved_failures = float(state.failures_in_a_row()) if state else 0.0
-    filed_failures = previous.get("consecutive_failures")
-    since_success = previous_run is not None and previous_run > (success_at or 0.0)
-    failures = max(saved_failures, filed_failures or 0.0) if since_success else saved_failures
-    marks: dict[str, float | None] = {
-        "last_run_timestamp_seconds": saved_at,
-        "last_exit_code": _number(attempt.get("exit_code")),
-        "consecutive_failures": failures if state or filed_failures is not None else None,
-    }
-    if previous_run is not None and (saved_at is None or previous_run > saved_at):
-        marks["last_run_timestamp_seconds"] = previous_run
-        marks["last_exit_code"] = previous.get("last_exit_code", marks["last_exit_code"])
-    if this_run is None:
-        return marks
-    started = this_run.started.timestamp()
-    saved_now = saved_at is not None and saved_at >= started
-    if not this_run.exit_code:
-        # A success saved itself; a skipped run changes no count.
-        failures = 0.0 if saved_now else failures
-    elif saved_now:
-        # The state counted this run; the file, the failures before it that saved nothing.
-        counted_by_file = (filed_failures or 0.0) + 1 if since_success else 0.0
-        failures = max(saved_failures, counted_by_file)
+def _count(value: int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def sample_of(state: State | None, record: RunRecord | None) -> Sample | None:
+    """A partition's sample (pure): the runs from its run record, the cursor from its state;
+    a state an older version wrote, with no record yet, from the state alone. None when
+    neither is there."""
+    if record is not None:
+        api_run = record.last_api_run
+        success = record.last_success
+        if success is None and state is not None:  # a record begun after an older version's
+            success = parse_stamp((state.last_run or {}).get("started_at"))
+        values: dict[str, float | None] = {
+            "last_run_timestamp_seconds": record.last.started.timestamp(),
+            "last_success_timestamp_seconds": success.timestamp() if success else None,
+            "last_exit_code": float(record.last.exit_code),
+            "events_emitted": _count(api_run.events_emitted) if api_run else None,
+            "requests": _count(api_run.requests) if api_run else None,
+            "rate_limit_remaining": _count(record.rate_limit_remaining),
+            "consecutive_failures": float(record.failures_in_a_row),
+        }
+        partition = record.partition
+    elif state is not None:
+        attempt = state.last_attempt or state.last_run or {}
+        values = {
+            "last_run_timestamp_seconds": _seconds(attempt.get("started_at")),
+            "last_success_timestamp_seconds": _seconds((state.last_run or {}).get("started_at")),
+            "last_exit_code": _number(attempt.get("exit_code", 0)),
+            "events_emitted": _number(attempt.get("events_emitted")),
+            "requests": _number(attempt.get("requests")),
+            "rate_limit_remaining": _number(attempt.get("rate_limit_remaining")),
+            "consecutive_failures": _number(attempt.get("failures_in_a_row", 0)),
+        }
+        partition = state.partition
     else:
-        failures += 1  # failed without saving: counted here alone
-    return {
-        "last_run_timestamp_seconds": started,
-        "last_exit_code": float(this_run.exit_code),
-        "consecutive_failures": failures,
-    }
-
-
-def sample_of(state: State, this_run: RunMark | None, previous: Mapping[str, float]) -> Sample:
-    """A partition's sample from its state, the file this one replaces, and this run when it
-    touched the partition (skipped or not)."""
-    enterprise, filters = _names(state.partition)
-    attempt = state.last_attempt or {}
-    success = state.last_run or {}
-    values: dict[str, float | None] = {
-        **run_marks(state, this_run, previous),
-        "last_success_timestamp_seconds": _seconds(success.get("started_at")),
-        "events_emitted": _number(attempt.get("events_emitted")),
-        "requests": _number(attempt.get("requests")),
-        "rate_limit_remaining": _number(attempt.get("rate_limit_remaining")),
-        "closed_through_timestamp_seconds": _day_end(state.closed_through),
-    }
-    return Sample(enterprise, filters, values)
+        return None
+    values["closed_through_timestamp_seconds"] = (
+        _day_end(state.closed_through) if state is not None else None
+    )
+    return Sample(*_names(partition), values)
 
 
 def _number(value: object) -> float | None:
@@ -162,51 +134,31 @@ def _labels(enterprise: str, filters: str) -> str:
     return labels + f',filters="{_label(filters)}"' if filters else labels
 
 
-def samples_in(text: str) -> dict[str, dict[str, float]]:
-    """The samples of a metrics file this module wrote: by label text, then metric name."""
-    found: dict[str, dict[str, float]] = {}
-    for line in text.split("\n"):  # not splitlines(): a label may hold \r or U+2028
-        if line.startswith(PREFIX):
-            name_and_labels, _, value = line.rpartition(" ")
-            name, _, labels = name_and_labels.partition("{")
-            with suppress(ValueError):
-                found.setdefault(labels.removesuffix("}"), {})[name.removeprefix(PREFIX)] = float(
-                    value
-                )
-    return found
-
-
-def collect(
-    state_dir: Path, this_run: Mapping[str, RunMark], previous: Mapping[str, dict[str, float]]
-) -> list[Sample]:
-    """Every poll partition of the state dir, and those this run failed before it had a
-    state; `this_run` is keyed by state file name, `previous` as samples_in() gives them."""
-    samples = []
-    seen = set()
-    unreadable = set()
-    paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
-    for path in paths:
-        if path.name.startswith(("backfill-", ".")):  # a record, or a temp file mid-rename
+def collect(state_dir: Path) -> list[Sample]:
+    """Every poll partition of the state dir: its state file and its run record, joined by
+    the state file's name. A file that cannot be read is left out of what it would give (a
+    corrupt state keeps its runs, and so the alert on its last success)."""
+    states: dict[str, State] = {}
+    records: dict[str, RunRecord] = {}
+    for path in regular_files(state_dir, "*.json"):
+        name = path.name
+        if name.startswith(("backfill-", ".")):  # a record, or a temp file mid-rename
             continue
         try:
             raw = read_private(path, state_dir)
             if raw is None:
                 continue
-            state = parse_state(path, raw)
+            if name.startswith(RUNS_PREFIX):
+                records[name.removeprefix(RUNS_PREFIX)] = parse_record(path, raw)
+            else:
+                states[name] = parse_state(path, raw)
         except (AuditTrailError, OSError):
-            unreadable.add(path.name)  # reported by its own run, not by the metrics
-            continue
-        labels = _labels(*_names(state.partition))
-        samples.append(sample_of(state, this_run.get(path.name), previous.get(labels, {})))
-        seen.add(path.name)
-    # This run's partitions with no state to read: refused before they had one (77, 78), or
-    # with a corrupt one, which keeps what the file knew (its last success: the alert's).
-    for name, mark in sorted(this_run.items()):
-        if name not in seen:
-            enterprise, filters = _names(mark.partition)
-            known = previous.get(_labels(enterprise, filters), {})
-            values: dict[str, float | None] = {**known} if name in unreadable else {}
-            samples.append(Sample(enterprise, filters, values | run_marks(None, mark, known)))
+            continue  # reported by its own partition's run, not by the metrics
+    samples = []
+    for name in sorted(states.keys() | records.keys()):
+        sample = sample_of(states.get(name), records.get(name))
+        if sample is not None:
+            samples.append(sample)
     return samples
 
 

@@ -30,6 +30,7 @@ from heroku_audit_trail.errors import (
     EX_IOERR,
     EX_SIGINT,
     EX_SIGTERM,
+    EX_SOFTWARE,
     ApiUnavailableError,
     AuditTrailError,
     ConfigError,
@@ -40,6 +41,7 @@ from heroku_audit_trail.errors import (
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.runs import Attempt
 from heroku_audit_trail.schedule import after_failure, skip_reason
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
@@ -132,6 +134,7 @@ class Poller:
         self.guard = guard
         self.now = now
         self.accounts_read: set[str | None] = set()  # by id: a name and an id may be one account
+        self.attempts: dict[str, Attempt] = {}  # by enterprise: what each partition's run did
         self.clocks_compared = False
 
     def run(self, enterprises: Sequence[str], exit_codes: dict[str, int] | None = None) -> int:
@@ -141,63 +144,79 @@ class Poller:
         self.poll_partition(Partition(enterprise, self.settings.filters))
 
     def poll_partition(self, partition: Partition) -> None:
+        """One partition's run, under its lock; what it did is kept in `attempts`, for its
+        run record (written by the command, whatever happened here)."""
         store = StateStore(self.settings.state_dir, partition)
         started_at = self.now()
-        store.ensure_dir()
-        with store.lock():
-            state = store.load() or State(partition=partition.as_dict())
-            report = RunReport()
-            clock_start = time.monotonic()
-            requests_before = self.client.requests_made
-            try:
-                self._read_days(store, state, report, started_at.date())
-            except AuditTrailError as error:
-                failures = state.failures_in_a_row() + 1
-                reached_api = self.client.requests_made > requests_before
-                backs_off = backs_off_after(error, reached_api)
-                if backs_off:
-                    # Remembered, so the next runs leave the API alone for a while (a run a
-                    # second under Fluent Bit would otherwise retry an outage every second).
-                    retry_after = self.client.last_retry_after
-                    state.backoff = after_failure(state.backoff, self.now(), retry_after)
-                # For the metrics file. The state in memory is what was last saved (a day's
-                # changes are made and saved together), unless saving is what failed.
-                previous = state.last_attempt or {}
-                state.last_attempt = self._attempt(started_at, report, requests_before, previous)
-                state.last_attempt["exit_code"] = error.exit_code
-                state.last_attempt["failures_in_a_row"] = failures
-                # Not for a first run refused at the account lookup: no state file from a run
-                # that only learned the token is wrong. One that met an outage keeps its
-                # backoff, or the next runs would all try the account again at once.
-                saves = state.account is not None or backs_off
-                if saves and not isinstance(error, StateWriteError):
+        report = RunReport()
+        requests_before = self.client.requests_made
+        exit_code = EX_SOFTWARE  # until it ends otherwise
+        try:
+            store.ensure_dir()
+            with store.lock():
+                state = store.load() or State(partition=partition.as_dict())
+                self._poll(store, state, report, started_at)
+            exit_code = 0
+        except AuditTrailError as error:
+            exit_code = error.exit_code
+            raise
+        finally:
+            requests = self.client.requests_made - requests_before
+            self.attempts[partition.enterprise] = Attempt(
+                started=started_at,
+                exit_code=exit_code,
+                events_emitted=report.events_emitted,
+                requests=requests,
+                rate_limit_remaining=self.client.rate_limit_remaining if requests else None,
+            )
+
+    def _poll(
+        self, store: StateStore, state: State, report: RunReport, started_at: datetime
+    ) -> None:
+        clock_start = time.monotonic()
+        requests_before = self.client.requests_made
+        state.last_attempt = None  # an older version's: the run record holds it now
+        try:
+            self._read_days(store, state, report, started_at.date())
+        except AuditTrailError as error:
+            reached_api = self.client.requests_made > requests_before
+            backs_off = backs_off_after(error, reached_api)
+            if backs_off:
+                # Remembered, so the next runs leave the API alone for a while (a run a
+                # second under Fluent Bit would otherwise retry an outage every second).
+                retry_after = self.client.last_retry_after
+                state.backoff = after_failure(state.backoff, self.now(), retry_after)
+                # Not saved for a failure before any answer, nor when saving is what failed.
+                # The state in memory is what was last saved otherwise (a day's changes are
+                # made and saved together).
+                if not isinstance(error, StateWriteError):
                     # Critical: a deadline or signal now must not cut the record of this
                     # failure (its backoff) short; a stop it brings is not the error told.
                     with suppress(AuditTrailError), self.guard.critical():
                         store.save(state)
-                if report.days_read or report.events_emitted:  # no summary of nothing
-                    self._summary(partition, state, report, requests_before, clock_start)
-                raise
-            self._summary(partition, state, report, requests_before, clock_start)
-            state.last_run = self._attempt(
-                started_at, report, requests_before, state.last_attempt or {}
-            )
-            state.last_attempt = {**state.last_run, "exit_code": 0, "failures_in_a_row": 0}
-            state.backoff = None
-            with self.guard.critical():
-                store.save(state)
+            if report.days_read or report.events_emitted:  # no summary of nothing
+                self._summary(state, report, requests_before, clock_start)
+            raise
+        self._summary(state, report, requests_before, clock_start)
+        remaining = self.client.rate_limit_remaining
+        state.last_run = {
+            "started_at": format_time(started_at),
+            "finished_at": format_time(self.now()),
+            "days_read": report.days_read,
+            "events_emitted": report.events_emitted,
+            "requests": self.client.requests_made - requests_before,
+            "rate_limit_remaining": remaining,
+        }
+        state.backoff = None
+        with self.guard.critical():
+            store.save(state)
 
     def _summary(
-        self,
-        partition: Partition,
-        state: State,
-        report: RunReport,
-        requests_before: int,
-        clock_start: float,
+        self, state: State, report: RunReport, requests_before: int, clock_start: float
     ) -> None:
         self.log.info(
             "poll summary",
-            enterprise=partition.enterprise,
+            enterprise=partition_name(state),
             days_read=report.days_read,
             events_emitted=report.events_emitted,
             degraded_events=report.degraded or None,
@@ -206,26 +225,6 @@ class Poller:
             rate_limit_remaining=self.client.rate_limit_remaining,
             closed_through=state.closed_through.isoformat() if state.closed_through else None,
         )
-
-    def _attempt(
-        self,
-        started_at: datetime,
-        report: RunReport,
-        requests_before: int,
-        previous: dict[str, Any],
-    ) -> dict[str, Any]:
-        remaining = self.client.rate_limit_remaining
-        return {
-            "started_at": format_time(started_at),
-            "finished_at": format_time(self.now()),
-            "days_read": report.days_read,
-            "events_emitted": report.events_emitted,
-            "requests": self.client.requests_made - requests_before,
-            # The last one seen: a run that got no answer keeps the one before.
-            "rate_limit_remaining": remaining
-            if remaining is not None
-            else previous.get("rate_limit_remaining"),
-        }
 
     def trusted_today(self, today: date) -> date:
         """The earlier of our date and the server's (its Date header): days are closed by it,

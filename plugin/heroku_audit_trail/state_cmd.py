@@ -10,7 +10,14 @@ from typing import Any
 import orjson
 
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.cursor import Partition, StateStore, parse_state, read_private
+from heroku_audit_trail.cursor import (
+    Partition,
+    StateStore,
+    parse_state,
+    read_private,
+    regular_files,
+    remove_file,
+)
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
     EX_OK,
@@ -20,6 +27,9 @@ from heroku_audit_trail.errors import (
     UsageError,
 )
 from heroku_audit_trail.logs import Log
+from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
+from heroku_audit_trail.runs import load as load_runs
+from heroku_audit_trail.runs import record_path
 
 
 def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool, log: Log) -> int:
@@ -40,6 +50,7 @@ def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool, l
             continue
         with store.lock():
             removed = store.remove()
+            remove_file(record_path(store.state_dir, store.partition))  # and its runs
         log.info(
             "state reset" if removed else "no state to reset",
             enterprise=store.partition.enterprise,
@@ -116,15 +127,23 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
     except (AuditTrailError, OSError, orjson.JSONDecodeError, KeyError, TypeError) as error:
         return {"kind": "unreadable", "path": str(path), "error": str(error)}
     filters = {key: value for key, value in state.partition.items() if key != "enterprise"}
+    try:
+        record = load_runs(path.with_name(RUNS_PREFIX + path.name), state_dir)
+    except AuditTrailError:
+        record = None
+    last = (state.last_attempt or state.last_run) if record is None else None  # older versions
+    success = (state.last_run or {}).get("started_at")
     return {
         "kind": "poll",
         "enterprise": state.partition.get("enterprise"),
         "filters": filters,
         "closed_through": state.closed_through.isoformat() if state.closed_through else None,
         "open_days": len(state.open_days),
-        "last_run": (state.last_attempt or {}).get("started_at"),
-        "last_exit_code": (state.last_attempt or {}).get("exit_code"),
-        "last_success": (state.last_run or {}).get("started_at"),
+        "last_run": format_time(record.last.started) if record else (last or {}).get("started_at"),
+        "last_exit_code": record.last.exit_code if record else (last or {}).get("exit_code", 0),
+        "last_success": format_time(record.last_success)
+        if record and record.last_success
+        else success,
         "backoff": state.backoff.to_json() if state.backoff else None,
         "path": str(path),
     }
@@ -132,8 +151,12 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
 
 def run_state_list(state_dir: Path, as_json: bool, log: Log) -> int:
     """`state list`: every poll partition and backfill in progress in the state dir."""
-    paths = sorted(state_dir.glob("*.json")) if state_dir.is_dir() else []
-    rows = [describe(path, state_dir) for path in paths if not path.name.startswith(".")]
+    paths = regular_files(state_dir, "*.json")
+    rows = [
+        describe(path, state_dir)
+        for path in paths
+        if not path.name.startswith((".", RUNS_PREFIX))  # a run record goes with its state
+    ]
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_APPEND_NEWLINE))
         sys.stdout.flush()
