@@ -143,3 +143,22 @@ def test_bare_command_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> 
     assert cli.main([], env={}) == 64
     listing = capsys.readouterr().err
     assert all(name in listing for name in ("poll", "check", "backfill", "state", "demo"))
+
+
+def test_an_option_of_another_command_says_whose_it_is(tmp_path: Path, stderr: Stderr) -> None:
+    assert cli.main(["poll", "--since", "2d"], env(tmp_path)) == 64
+    message = orjson.loads(stderr.getvalue())["message"]
+    assert "--since is an option of backfill and events" in message
+
+
+def test_an_overlapping_run_is_a_warning_not_an_error(tmp_path: Path, stderr: Stderr) -> None:
+    """The lock held by another run needs nobody's action: a shipper that routes error
+    lines to alerting must not page anyone for it (exit 75 all the same)."""
+    from heroku_audit_trail.cursor import Partition, StateStore
+
+    store = StateStore(tmp_path, Partition("acme"))
+    store.ensure_dir()
+    with store.lock():
+        assert cli.main(["poll"], env(tmp_path)) == 75
+    [line] = [orjson.loads(text) for text in stderr.getvalue().splitlines()]
+    assert line["log.level"] == "warning" and "another heroku-audit-trail run" in line["message"]

@@ -4,6 +4,7 @@ command against the simulator or a hostile server on 127.0.0.1."""
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 import ssl
 import threading
@@ -379,3 +380,59 @@ def test_a_library_warning_is_a_json_line_too(cli: Cli, malformed_header_server:
     run = cli.run("poll", "--max-runtime", "3", env={"HEROKU_API_URL": malformed_header_server})
     # Cli.run asserts every stderr line is one of our JSON lines; urllib3 did speak:
     assert any(log.get("origin", "").startswith("urllib3") for log in run.logs), run.stderr
+
+
+# -- hostile hosts and servers (issue G4) ------------------------------------------------------
+
+
+def test_junk_in_the_state_directory_is_listed_as_unreadable_never_a_crash(
+    cli: Cli, sim: Simulator
+) -> None:
+    assert cli.run("poll").code == 0
+    state_dir = cli.state_dir
+    plan = {"enterprise": "acme", "filters": {}, "source": "days"}
+    resolved = {"since": "2026-01-01", "until": "2026-01-02"}
+    junk = {
+        "empty-partition.json": b'{"version": 1, "partition": {}}',
+        "backfill-string-filters.json": orjson.dumps(
+            {"plan": {**plan, "filters": "type=app"}, "range": resolved}
+        ),
+        "backfill-number.json": orjson.dumps(
+            {"plan": {**plan, "enterprise": 7}, "range": resolved}
+        ),
+    }
+    for name, content in junk.items():
+        (state_dir / name).write_bytes(content)
+        (state_dir / name).chmod(0o600)
+    os.mkfifo(state_dir / "fifo.json", 0o600)
+    listed = cli.run("state", "list", timeout=20)
+    assert listed.code == 0, listed.stderr
+    text = listed.stdout.decode()
+    assert "poll      acme:" in text
+    for name in ("backfill-string-filters.json", "backfill-number.json", "fifo.json"):
+        assert f"unreadable {state_dir / name}" in text
+    metrics = cli.home / "metrics.prom"
+    polled = cli.run("poll", "--metrics-file", str(metrics), timeout=20)
+    assert polled.code == 0 and "acme" in metrics.read_text()
+
+
+def test_names_from_the_server_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    """An account name holding escape sequences (a title change, colours, a CSI) is written
+    out by `check` and `state show`, never sent to the terminal as it is."""
+    evil = "acme\x1b]0;pwned\x07\x1b[31m\u009b2J"
+    with Simulator(SimulatorConfig(seed=7, events_per_day=3, enterprise_name=evil)) as sim:
+        cli = Cli(sim, tmp_path, env={"HEROKU_ENTERPRISE": sim.config.enterprise_id})
+        checked = cli.run("check")
+        assert checked.code == 0, checked.stderr
+        assert cli.run("poll").code == 0
+        shown = cli.run("state", "show")
+        listed = cli.run("state", "list")
+        for out in (checked.stdout, shown.stdout, listed.stdout):
+            text = out.decode()
+            assert "\x1b" not in text and "\x07" not in text and "\u009b" not in text
+        assert "\\x1b]0;pwned" in shown.stdout.decode()
+
+
+def test_a_filter_that_is_not_utf8_is_a_usage_error(cli: Cli) -> None:
+    run = cli.run("poll", "--actor", os.fsdecode(b"\xff"))
+    assert run.code == 64 and "--actor" in run.stderr

@@ -14,7 +14,7 @@ from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore, remove_file, write_atomic
 from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockHeldError
-from heroku_audit_trail.logs import Log
+from heroku_audit_trail.logs import Log, printable
 
 
 @dataclass
@@ -121,7 +121,8 @@ def report(enterprise: str, code: int, steps: list[Step], log: Log) -> None:
     unless both are the same terminal (a person would read it twice)."""
     lines = [f"{enterprise}: {'OK, polling will work' if code == EX_OK else 'FAILED'}"]
     lines += [f"  [{step.status:4}] {step.name}: {step.detail}" for step in steps]
-    sys.stdout.write("\n".join(lines) + "\n")
+    # A name the server sent may hold terminal escapes: written out, never obeyed.
+    sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")
     sys.stdout.flush()
     same_terminal = sys.stdout.isatty() and sys.stderr.isatty()
     log_failure(enterprise, code, steps, log, same_terminal)

@@ -77,12 +77,27 @@ class Parser(argparse.ArgumentParser):
             message,
         )
         for word in words:
+            owners = _commands_with(self, word)
+            if owners:
+                return f"; {word} is an option of {' and '.join(owners)}"
             close = [
                 match for match in difflib.get_close_matches(word, known, 3, 0.6) if match != word
             ]
             if close:
                 return f"; did you mean {close[0]}?"
         return ""
+
+
+def _commands_with(parser: argparse.ArgumentParser, option: str) -> list[str]:
+    """The commands (and state subcommands) of `parser` that take `option`."""
+    found: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                if option in _words(child):
+                    nested = _commands_with(child, option)
+                    found += [f"{name} {sub}" for sub in nested] if nested else [name]
+    return found
 
 
 def _words(parser: argparse.ArgumentParser) -> list[str]:
@@ -447,6 +462,15 @@ DOCUMENTED: dict[str, frozenset[str]] = {
 }
 
 
+def _surrogates(text: str) -> bool:
+    """Bytes that are not UTF-8 reach argv as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def build_settings(
     args: argparse.Namespace, env: Mapping[str, str], log: Log | None = None
 ) -> Settings:
@@ -476,6 +500,9 @@ def build_settings(
             "--include-original adds event.original to ECS lines; --format heroku already "
             "prints each event as the API sent it: use one or the other"
         )
+    for name, value in filters:
+        if not value.isprintable() or _surrogates(value):
+            raise UsageError(f"--{name}: {value!r} is not a printable UTF-8 value")
     for name, value in filters:
         if name in ("type", "action") and value not in DOCUMENTED[name]:
             (log or Log()).warning(

@@ -34,10 +34,12 @@ from heroku_audit_trail.errors import (
     ApiUnavailableError,
     AuditTrailError,
     ConfigError,
+    LockHeldError,
     MalformedDataError,
     PermissionDeniedError,
     RateLimitedError,
     StateWriteError,
+    StoppedError,
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
@@ -91,7 +93,10 @@ def each_partition(
         except AuditTrailError as error:
             if exit_codes is not None:
                 exit_codes[enterprise] = error.exit_code
-            log.error(
+            # An overlapping run or a stop asked for needs nobody's action: not an error line
+            # (a shipper may route those to alerting).
+            tell = log.warning if isinstance(error, (LockHeldError, StoppedError)) else log.error
+            tell(
                 str(error),
                 enterprise=enterprise,
                 exit_code=error.exit_code,

@@ -26,7 +26,7 @@ from heroku_audit_trail.errors import (
     MalformedDataError,
     UsageError,
 )
-from heroku_audit_trail.logs import Log
+from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
 from heroku_audit_trail.runs import load as load_runs
 from heroku_audit_trail.runs import record_path
@@ -101,7 +101,8 @@ def show(stores: list[StateStore], as_json: bool, min_interval: float) -> int:
             more = f", pass under way at {kept.next_range}" if kept.next_range else ""
             etag = ", ETag kept" if kept.etag else ""
             lines.append(f"  open {day}:  {len(kept.seen)} ids printed{etag}{more}")
-        sys.stdout.write("\n".join(lines) + "\n")
+        # Names and filters come from the server or the state: written out, never obeyed.
+        sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")
     sys.stdout.flush()
     return EX_OK
 
@@ -113,14 +114,21 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
         if raw is None:
             raise MalformedDataError("it disappeared")
         if path.name.startswith("backfill-"):
-            plan = orjson.loads(raw)["plan"]
+            doc = orjson.loads(raw)
+            plan, resolved = doc["plan"], doc["range"]
+            texts = [plan["enterprise"], plan["source"], resolved["since"], resolved["until"]]
+            filters = plan["filters"]
+            if not all(isinstance(text, str) for text in texts) or not (
+                isinstance(filters, dict) and all(isinstance(v, str) for v in filters.values())
+            ):
+                raise MalformedDataError("not a backfill record of this program")
             return {
                 "kind": "backfill",
                 "enterprise": plan["enterprise"],
-                "filters": plan["filters"],
-                "range": f"{plan['since']}..{plan['until']}",
+                "filters": filters,
+                "range": f"{resolved['since']}..{resolved['until']}",  # as resolved, not typed
                 "source": plan["source"],
-                "completed_through": orjson.loads(raw)["completed_through"],
+                "completed_through": doc.get("completed_through"),
                 "path": str(path),
             }
         state = parse_state(path, raw)
@@ -167,7 +175,7 @@ def run_state_list(state_dir: Path, as_json: bool, log: Log) -> int:
     lines = []
     for row in rows:
         filters = ",".join(f"{key}={value}" for key, value in row.get("filters", {}).items())
-        who = row.get("enterprise", "?") + (f" [{filters}]" if filters else "")
+        who = str(row.get("enterprise") or "?") + (f" [{filters}]" if filters else "")
         if row["kind"] == "poll":
             backoff = row["backoff"]
             waiting = f", backing off after {backoff['failures']} failure(s)" if backoff else ""
@@ -184,6 +192,6 @@ def run_state_list(state_dir: Path, as_json: bool, log: Log) -> int:
             )
         else:
             lines.append(f"unreadable {row['path']}: {row['error']}")
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")
     sys.stdout.flush()
     return EX_OK
