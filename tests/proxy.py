@@ -15,9 +15,12 @@ from urllib.parse import urlsplit
 class ForwardProxy(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: dict[str, str] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.seen: list[str] = []  # "CONNECT host:port" or "GET http://host:port/path"
+        # Names the proxy resolves itself (as a real egress proxy resolves public names that
+        # this sandbox cannot): name -> address.
+        self.hosts = hosts or {}
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
@@ -43,6 +46,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         assert isinstance(self.server, ForwardProxy)
         self.server.seen.append(f"CONNECT {self.path}")
         host, _, port = self.path.rpartition(":")
+        host = self.server.hosts.get(host, host)
         upstream = socket.create_connection((host, int(port)), timeout=10)
         self.send_response(200, "Connection established")
         self.end_headers()

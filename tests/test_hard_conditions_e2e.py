@@ -269,7 +269,7 @@ def test_ca() -> trustme.CA:
 @pytest.fixture
 def tls_sim(test_ca: trustme.CA) -> Iterator[Simulator]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    test_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    test_ca.issue_cert("127.0.0.1", "localhost", PROXIED_NAME).configure_cert(context)
     with Simulator(SimulatorConfig(seed=7, events_per_day=30, history_days=3, tls=context)) as sim:
         yield sim
 
@@ -308,24 +308,42 @@ def test_plain_http_on_an_https_url_fails_at_once(cli: Cli, sim: Simulator) -> N
     assert run.code == 69 and "does not speak TLS" in run.stderr
 
 
+PROXIED_NAME = "api.heroku-sim.test"  # not loopback: only the proxy knows where it is
+
+
 def test_https_through_a_forward_proxy(tls_sim: Simulator, tmp_path: Path, ca_file: str) -> None:
-    with ForwardProxy() as proxy:
-        env = {"HTTPS_PROXY": proxy.url, "REQUESTS_CA_BUNDLE": ca_file}
-        run = Cli(tls_sim, tmp_path, env=env).run("poll")
-    assert run.code == 0, run.stderr
-    assert set(run.ids) == window_ids(tls_sim)
     port = tls_sim.url.rsplit(":", 1)[1]
-    assert f"CONNECT 127.0.0.1:{port}" in proxy.seen
-
-
-def test_http_through_a_forward_proxy_and_no_proxy(cli: Cli, sim: Simulator) -> None:
-    with ForwardProxy() as proxy:
-        run = cli.run("poll", env={"HTTP_PROXY": proxy.url})
+    with ForwardProxy(hosts={PROXIED_NAME: "127.0.0.1"}) as proxy:
+        env = {
+            "HTTPS_PROXY": proxy.url,
+            "REQUESTS_CA_BUNDLE": ca_file,
+            "HEROKU_API_URL": f"https://{PROXIED_NAME}:{port}",
+        }
+        run = Cli(tls_sim, tmp_path, env=env).run("poll")
         assert run.code == 0, run.stderr
-        assert any(seen.startswith(f"GET {sim.url}/enterprise-accounts") for seen in proxy.seen)
+        assert set(run.ids) == window_ids(tls_sim)
+        assert f"CONNECT {PROXIED_NAME}:{port}" in proxy.seen
+        # NO_PROXY is honoured (here the name then cannot be reached: exit 69, no request).
         proxy.seen.clear()
-        bypass = cli.run("poll", env={"HTTP_PROXY": proxy.url, "NO_PROXY": "127.0.0.1"})
-        assert bypass.code == 0 and proxy.seen == []
+        bypass = Cli(tls_sim, tmp_path, env={**env, "NO_PROXY": PROXIED_NAME}).run(
+            "poll", "--retry-budget", "0"
+        )
+        assert bypass.code == 69 and proxy.seen == []
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_loopback_api_url_never_goes_through_a_proxy(
+    tls_sim: Simulator, sim: Simulator, tmp_path: Path, ca_file: str, scheme: str
+) -> None:
+    """The token would travel to the proxy, in clear for http://: a simulator or a local
+    relay is reached directly, whatever HTTP(S)_PROXY say."""
+    target = tls_sim if scheme == "https" else sim
+    with ForwardProxy() as proxy:
+        env = {"HTTP_PROXY": proxy.url, "HTTPS_PROXY": proxy.url, "REQUESTS_CA_BUNDLE": ca_file}
+        run = Cli(target, tmp_path, env=env).run("poll")
+        assert run.code == 0, run.stderr
+        assert set(run.ids) == window_ids(target)
+        assert proxy.seen == []
 
 
 def test_netrc_credentials_never_replace_the_token(cli: Cli, sim: Simulator) -> None:

@@ -19,7 +19,7 @@ import orjson
 import requests
 
 from heroku_audit_trail import __version__
-from heroku_audit_trail.config import Secret
+from heroku_audit_trail.config import Secret, is_loopback
 from heroku_audit_trail.errors import (
     ApiUnavailableError,
     AuditTrailError,
@@ -277,6 +277,13 @@ class HerokuClient:
         retry_budget: float = RETRY_BUDGET,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        # A loopback API (a simulator, a local relay) is reached directly, never through a
+        # proxy from the environment: the token would travel to it, in clear for http://
+        # (as Go's ProxyFromEnvironment does). Requests drops the keys set to None.
+        loopback = is_loopback(urlsplit(self.api_url).hostname or "")
+        self._api_proxies: dict[str, None] | None = (
+            {"http": None, "https": None} if loopback else None
+        )
         self.deadline = deadline or Deadline(None)
         self.rate_limit_floor = rate_limit_floor
         self.retry_budget = retry_budget
@@ -482,6 +489,7 @@ class HerokuClient:
                     timeout=timeout,
                     allow_redirects=not authenticated,
                     stream=True,
+                    proxies=self._api_proxies if authenticated else None,  # type: ignore[arg-type]
                 )
                 response._content = _read_capped(response, cap, "" if authenticated else "archive")
             except requests.exceptions.SSLError as error:
