@@ -37,7 +37,9 @@ class FakeClient:
         self.server_time: datetime | None = None
         self.last_retry_after: float | None = None
 
-    def enterprise_account(self, id_or_name: str) -> dict[str, Any]:
+    def enterprise_account(self, id_or_name: str, tally: Any = None) -> dict[str, Any]:
+        if tally is not None:
+            tally.count()
         if id_or_name == "unknown":
             raise ConfigError("Invalid Enterprise Account Name")
         return {"id": f"id-{id_or_name}", "name": id_or_name}
@@ -51,8 +53,11 @@ class FakeClient:
         start_range: str | None = None,
         abandoned: Any = None,
         pages_before: int = 0,
+        tally: Any = None,
     ) -> Iterator[Page]:
         self.requests_made += 1
+        if tally is not None:
+            tally.count()
         self.fetched.append(day)
         if day == self.fail_on:
             raise ApiUnavailableError("HTTP 503")

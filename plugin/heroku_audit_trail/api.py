@@ -31,6 +31,7 @@ from heroku_audit_trail.errors import (
 )
 from heroku_audit_trail.jsonbody import parse_events
 from heroku_audit_trail.logs import REDACTED
+from heroku_audit_trail.runs import Tally
 
 ACCEPT = "application/vnd.heroku+json; version=3"
 USER_AGENT = f"heroku-audit-trail/{__version__} (+python-requests)"
@@ -297,6 +298,7 @@ class HerokuClient:
         self._auth = {"Authorization": f"Bearer {self._token}"}
         self.token_source = token.source
         self.requests_made = 0
+        self._counting = threading.Lock()  # requests are sent from several threads
         self.rate_limit_remaining: int | None = None
         self.last_request_id: str | None = None
         self.server_time: datetime | None = None  # the last response's Date: a second clock
@@ -305,8 +307,8 @@ class HerokuClient:
 
     # -- the endpoints -------------------------------------------------------------------
 
-    def enterprise_account(self, id_or_name: str) -> dict[str, Any]:
-        response = self.get(f"/enterprise-accounts/{quote(id_or_name, safe='')}")
+    def enterprise_account(self, id_or_name: str, tally: Tally | None = None) -> dict[str, Any]:
+        response = self.get(f"/enterprise-accounts/{quote(id_or_name, safe='')}", tally=tally)
         try:
             account = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -328,6 +330,7 @@ class HerokuClient:
         abandoned: threading.Event | None = None,
         pages_before: int = 0,
         run_pages: int | None = RUN_PAGES,
+        tally: Tally | None = None,
     ) -> Iterator[Page]:
         """The pages of one day, following Next-Range; from `start_range` to continue a pass
         (`pages_before` pages long so far), else from the first page, with If-None-Match when
@@ -344,7 +347,7 @@ class HerokuClient:
         pages = 0
         while True:
             response = self.get(
-                path, params=params, headers=headers, allow=(416,), abandoned=abandoned
+                path, params=params, headers=headers, allow=(416,), abandoned=abandoned, tally=tally
             )
             if response.status_code == 416:
                 # max=1000 is not documented for /events: ask as the server said. A range kept
@@ -447,15 +450,18 @@ class HerokuClient:
         headers: dict[str, str] | None = None,
         allow: tuple[int, ...] = (),
         abandoned: threading.Event | None = None,
+        tally: Tally | None = None,
     ) -> requests.Response:
         """GET an API path; a status in `allow` is returned to the caller, not raised.
-        `abandoned`: once set, no further attempt is made (AbandonedError)."""
+        `abandoned`: once set, no further attempt is made (AbandonedError). `tally`: counts
+        this caller's requests too."""
         return self._send(
             self.api_url + path,
             params=params,
             headers=headers or {},
             allow=allow,
             abandoned=abandoned,
+            tally=tally,
         )
 
     def _send(
@@ -468,7 +474,9 @@ class HerokuClient:
         allow: tuple[int, ...] = (),
         cap: int = PAGE_BYTES_CAP,
         abandoned: threading.Event | None = None,
+        tally: Tally | None = None,
     ) -> requests.Response:
+        tally = tally or Tally()
         attempt = 0
         while True:
             _stop_if(abandoned)
@@ -494,14 +502,14 @@ class HerokuClient:
                 response._content = _read_capped(response, cap, "" if authenticated else "archive")
             except requests.exceptions.SSLError as error:
                 # Not retried: a wrong CA or plain HTTP on an https URL does not heal by itself.
-                self.requests_made += 1
+                self._count(tally)
                 raise ApiUnavailableError(
                     f"TLS to {_origin(url)} failed: {_tls_reason(error)}; if a proxy inspects "
                     "TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA bundle"
                 ) from None
             except requests.RequestException as error:
                 _stop_if(abandoned)
-                self.requests_made += 1
+                self._count(tally)
                 self.deadline.check()
                 failure: AuditTrailError = ApiUnavailableError(
                     f"cannot reach the Heroku API at {self.api_url}: "
@@ -510,7 +518,7 @@ class HerokuClient:
                 )
             else:
                 _stop_if(abandoned)  # counted nowhere: the run may be on another account now
-                self.requests_made += 1
+                self._count(tally)
                 self._note(response)
                 status = response.status_code
                 if status in (200, 206, 304) or (not authenticated and status < 300):
@@ -521,6 +529,7 @@ class HerokuClient:
                 if status == 429:
                     retry_after = _retry_after(response)
                     self.last_retry_after = retry_after
+                    tally.retry_after = retry_after
                 elif status < 500:
                     raise failure
             attempt += 1
@@ -535,6 +544,11 @@ class HerokuClient:
             _stop_if(abandoned)
             self._waited += delay
             self.sleep(delay)
+
+    def _count(self, tally: Tally) -> None:
+        with self._counting:
+            self.requests_made += 1
+        tally.count()
 
     def _note(self, response: requests.Response) -> None:
         self.last_request_id = response.headers.get("Request-Id") or self.last_request_id

@@ -12,8 +12,9 @@ import hashlib
 import re
 import shlex
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -31,6 +32,7 @@ from heroku_audit_trail.cursor import (
     remove_file,
     write_atomic,
 )
+from heroku_audit_trail.days.ahead import days_ahead
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
 from heroku_audit_trail.days.window import date_range, parse_day
 from heroku_audit_trail.ecs import format_time
@@ -254,10 +256,18 @@ class _Run:
         self.events = 0
 
     def by_days(self, account_id: str, days: list[date]) -> None:
-        client, filters = self.backfill.client, self.backfill.settings.filters
-        for day in days:
+        """Day by day, in order; the next days are fetched while one is printed."""
+        client, settings = self.backfill.client, self.backfill.settings
+
+        def pages_of(day: date, abandoned: threading.Event) -> Iterator[Page]:
+            return client.day_pages(
+                account_id, day, settings.filters, run_pages=None, abandoned=abandoned
+            )
+
+        slots = threading.BoundedSemaphore(settings.concurrency)
+        for day, pages in days_ahead(days, pages_of, slots, settings.concurrency):
             self.backfill.guard.check()
-            self.print_day(day, client.day_pages(account_id, day, filters, run_pages=None))
+            self.print_day(day, pages)
 
     def by_archives(self, account_id: str, days: list[date], today: date) -> None:
         """Month by month: the archive's days from the archive, the others from the API."""

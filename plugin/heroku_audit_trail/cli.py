@@ -216,6 +216,13 @@ def api_flags() -> Parser:
         "other automation its quota (env HEROKU_AUDIT_RATE_LIMIT_FLOOR; default 500)",
     )
     group.add_argument(
+        "--concurrency",
+        type=_number(int, 1),
+        metavar="N",
+        help="requests in flight at once: days and accounts read side by side, printed in "
+        "order (env HEROKU_AUDIT_CONCURRENCY; default 4; 1 reads one at a time)",
+    )
+    group.add_argument(
         "--retry-budget",
         type=_number(float, 0.0),
         metavar="SECONDS",
@@ -527,6 +534,7 @@ def build_settings(
         token_file=flag("token_file"),
         metrics_file=Path(metrics).expanduser() if metrics else None,
         retry_budget=pick(flag("retry_budget"), "HEROKU_AUDIT_RETRY_BUDGET", 0.0, 15.0),
+        concurrency=min(pick(flag("concurrency"), "HEROKU_AUDIT_CONCURRENCY", 1, 4), 64),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import sys
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ import orjson
 
 from heroku_audit_trail.api import HerokuClient, Page
 from heroku_audit_trail.config import Settings
+from heroku_audit_trail.days.ahead import days_ahead
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
 from heroku_audit_trail.days.window import date_range, parse_day
 from heroku_audit_trail.ecs import (
@@ -208,13 +210,21 @@ def run_events(
                 return rendered.line
             return orjson.dumps([*row_of(event), *([enterprise] if several else [])])
 
+        def pages_of(day: date, abandoned: threading.Event) -> Iterator[Page]:
+            return client.day_pages(
+                account_id, day, settings.filters, run_pages=None, abandoned=abandoned
+            )
+
+        # Streamed: oldest first, a day at a time, so a pipe sees lines as days arrive. Kept:
+        # newest first, and no older day is asked for once the limit is reached (so, with a
+        # limit, none is fetched ahead). Else the next days are fetched while one is read.
+        ordered = days if streamed else days[::-1]
+        ahead = 0 if query.limit is not None else settings.concurrency
+        slots = threading.BoundedSemaphore(settings.concurrency)
         try:
-            # Streamed: oldest first, a day at a time, so a pipe sees lines as days arrive.
-            # Kept: newest first, and no older day is asked for once the limit is reached.
-            for done, day in enumerate(days if streamed else days[::-1]):
+            for done, (day, pages) in enumerate(days_ahead(ordered, pages_of, slots, ahead)):
                 if len(days) > 1:
                     progress.show(day.isoformat(), done, found, client)
-                pages = client.day_pages(account_id, day, settings.filters, run_pages=None)
                 progress.clear()  # before anything is printed: the two share a terminal
                 pass_over_day(
                     day,

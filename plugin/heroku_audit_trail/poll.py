@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +43,11 @@ from heroku_audit_trail.errors import (
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
-from heroku_audit_trail.runs import Attempt
+from heroku_audit_trail.runs import Attempt, Tally
 from heroku_audit_trail.schedule import after_failure, skip_reason
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
-    from heroku_audit_trail.api import HerokuClient
+    from heroku_audit_trail.api import HerokuClient, Page
 
 
 def utc_now() -> datetime:
@@ -122,6 +122,23 @@ MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a tho
 CLOCK_SKEW_WARNING = timedelta(minutes=5)  # the Date header has whole seconds; networks lag
 
 
+@dataclass
+class PartitionRun:
+    """One partition's part of a run: opened (locked, loaded) before any partition is read,
+    so the pages of several can be fetched side by side, then read in its turn."""
+
+    partition: Partition
+    store: StateStore
+    started_at: datetime
+    report: RunReport = field(default_factory=RunReport)
+    tally: Tally = field(default_factory=Tally)  # its requests, whichever thread sent them
+    state: State | None = None
+    failure: AuditTrailError | None = None  # met before its turn: told in its turn
+    # Days whose pages are being fetched ahead, with what they were asked with.
+    ahead: dict[date, tuple[tuple[Any, ...], ReadAhead[Page]]] = field(default_factory=dict)
+    done: set[date] = field(default_factory=set)
+
+
 class Poller:
     def __init__(
         self,
@@ -141,91 +158,153 @@ class Poller:
         self.accounts_read: set[str | None] = set()  # by id: a name and an id may be one account
         self.attempts: dict[str, Attempt] = {}  # by enterprise: what each partition's run did
         self.clocks_compared = False
+        # --concurrency: requests in flight at once; twice as many days fetched ahead, each at
+        # most one page ahead, so memory holds a few pages more, whatever the accounts.
+        self.slots = threading.BoundedSemaphore(settings.concurrency)
+        self.ahead_limit = 2 * settings.concurrency
+        self.runs: list[PartitionRun] = []
 
     def run(self, enterprises: Sequence[str], exit_codes: dict[str, int] | None = None) -> int:
-        return each_partition(enterprises, self.poll_partition_named, self.log, exit_codes)
+        """Every partition, each in its turn (the first failure is the exit code); their
+        pages are fetched side by side, and printed and committed partition by partition,
+        day by day, as with one request at a time."""
+        today = self.now().date()
+        with ExitStack() as held:
+            self.runs = [self._open(enterprise, held) for enterprise in enterprises]
+            # The partition that succeeded longest ago goes first: a run that cannot read
+            # every account before its deadline still moves each one on in turn.
+            self.runs.sort(key=last_success)
+            enterprises = [run.partition.enterprise for run in self.runs]
+            try:
+                self._look_up_accounts(today)
+                by_name = {run.partition.enterprise: run for run in self.runs}
+                return each_partition(
+                    enterprises, lambda name: self._poll(by_name[name], today), self.log, exit_codes
+                )
+            finally:
+                for run in self.runs:
+                    for _, source in run.ahead.values():
+                        source.close()
 
-    def poll_partition_named(self, enterprise: str) -> None:
-        self.poll_partition(Partition(enterprise, self.settings.filters))
+    def _open(self, enterprise: str, held: ExitStack) -> PartitionRun:
+        """The partition locked and its state loaded; a failure is kept for its turn."""
+        partition = Partition(enterprise, self.settings.filters)
+        run = PartitionRun(partition, StateStore(self.settings.state_dir, partition), self.now())
+        try:
+            run.store.ensure_dir()
+            held.enter_context(run.store.lock())
+            run.state = run.store.load() or State(partition=partition.as_dict())
+        except AuditTrailError as error:
+            run.failure = error
+        return run
 
-    def poll_partition(self, partition: Partition) -> None:
-        """One partition's run, under its lock; what it did is kept in `attempts`, for its
-        run record (written by the command, whatever happened here)."""
-        store = StateStore(self.settings.state_dir, partition)
-        started_at = self.now()
-        report = RunReport()
-        requests_before = self.client.requests_made
+    def _look_up_accounts(self, today: date) -> None:
+        """First runs: every account looked up side by side (Heroku's Date comes with the
+        answers), and each first window set; then the first days of all are fetched ahead."""
+        first = [run for run in self.runs if run.state is not None and run.state.account is None]
+        # Daemon threads (a read-ahead of one item each): a deadline or a signal in the main
+        # thread is never held up by a lookup that hangs.
+        lookups = [
+            (run, ReadAhead(self._account_of(run), slots=self.slots).start()) for run in first
+        ]
+        for run, lookup in lookups:
+            try:
+                account = next(lookup)
+            except AuditTrailError as error:
+                run.failure = error
+                continue
+            assert run.state is not None
+            run.state.account = {"id": account["id"], "name": str(account.get("name", ""))}
+        lookback = self.settings.lookback_days
+        for run in self.runs:
+            state = run.state
+            if state is not None and state.account is not None and state.closed_through is None:
+                # After the account lookup the server's Date is known: a clock that runs
+                # ahead must not put the first window in the future.
+                trusted = self.trusted_today(today)
+                state.closed_on = self.confirmed(trusted)
+                state.closed_through = first_closed_through(trusted, lookback)
+        self._fetch_ahead(today)
+
+    def _account_of(self, run: PartitionRun) -> Iterator[dict[str, Any]]:
+        """The account, looked up where the generator is read (a worker thread)."""
+        yield self.client.enterprise_account(run.partition.enterprise, run.tally)
+
+    def _look_up(self, name: str, tally: Tally) -> dict[str, Any]:
+        with self.slots:
+            return self.client.enterprise_account(name, tally)
+
+    def _poll(self, run: PartitionRun, today: date) -> None:
+        """One partition's turn; what it did is kept in `attempts`, for its run record
+        (written by the command, whatever happened here)."""
         exit_code = EX_SOFTWARE  # until it ends otherwise
         try:
-            store.ensure_dir()
-            with store.lock():
-                state = store.load() or State(partition=partition.as_dict())
-                self._poll(store, state, report, started_at)
+            if run.state is None:
+                assert run.failure is not None
+                raise run.failure
+            self._poll_state(run, run.state, today)
             exit_code = 0
         except AuditTrailError as error:
             exit_code = error.exit_code
             raise
         finally:
-            requests = self.client.requests_made - requests_before
-            self.attempts[partition.enterprise] = Attempt(
-                started=started_at,
+            requests = run.tally.requests
+            self.attempts[run.partition.enterprise] = Attempt(
+                started=run.started_at,
                 exit_code=exit_code,
-                events_emitted=report.events_emitted,
+                events_emitted=run.report.events_emitted,
                 requests=requests,
                 rate_limit_remaining=self.client.rate_limit_remaining if requests else None,
             )
+            for _, source in run.ahead.values():
+                source.close()
+            run.ahead.clear()
 
-    def _poll(
-        self, store: StateStore, state: State, report: RunReport, started_at: datetime
-    ) -> None:
+    def _poll_state(self, run: PartitionRun, state: State, today: date) -> None:
         clock_start = time.monotonic()
-        requests_before = self.client.requests_made
+        store, report = run.store, run.report
         state.last_attempt = None  # an older version's: the run record holds it now
         try:
-            self._read_days(store, state, report, started_at.date())
+            if run.failure is not None:
+                raise run.failure  # the account lookup's
+            self._read_days(run, state, today)
         except AuditTrailError as error:
-            reached_api = self.client.requests_made > requests_before
-            backs_off = backs_off_after(error, reached_api)
-            if backs_off:
+            if backs_off_after(error, reached_api=run.tally.requests > 0):
                 # Remembered, so the next runs leave the API alone for a while (a run a
                 # second under Fluent Bit would otherwise retry an outage every second).
-                retry_after = self.client.last_retry_after
-                state.backoff = after_failure(state.backoff, self.now(), retry_after)
-                # Not saved for a failure before any answer, nor when saving is what failed.
-                # The state in memory is what was last saved otherwise (a day's changes are
-                # made and saved together).
+                state.backoff = after_failure(state.backoff, self.now(), run.tally.retry_after)
+                # Not saved when saving is what failed. The state in memory is what was last
+                # saved otherwise (a day's changes are made and saved together).
                 if not isinstance(error, StateWriteError):
                     # Critical: a deadline or signal now must not cut the record of this
                     # failure (its backoff) short; a stop it brings is not the error told.
                     with suppress(AuditTrailError), self.guard.critical():
                         store.save(state)
             if report.days_read or report.events_emitted:  # no summary of nothing
-                self._summary(state, report, requests_before, clock_start)
+                self._summary(run, state, clock_start)
             raise
-        self._summary(state, report, requests_before, clock_start)
-        remaining = self.client.rate_limit_remaining
+        self._summary(run, state, clock_start)
         state.last_run = {
-            "started_at": format_time(started_at),
+            "started_at": format_time(run.started_at),
             "finished_at": format_time(self.now()),
             "days_read": report.days_read,
             "events_emitted": report.events_emitted,
-            "requests": self.client.requests_made - requests_before,
-            "rate_limit_remaining": remaining,
+            "requests": run.tally.requests,
+            "rate_limit_remaining": self.client.rate_limit_remaining,
         }
         state.backoff = None
         with self.guard.critical():
             store.save(state)
 
-    def _summary(
-        self, state: State, report: RunReport, requests_before: int, clock_start: float
-    ) -> None:
+    def _summary(self, run: PartitionRun, state: State, clock_start: float) -> None:
+        report = run.report
         self.log.info(
             "poll summary",
             enterprise=partition_name(state),
             days_read=report.days_read,
             events_emitted=report.events_emitted,
             degraded_events=report.degraded or None,
-            requests=self.client.requests_made - requests_before,
+            requests=run.tally.requests,
             duration_s=round(time.monotonic() - clock_start, 3),
             rate_limit_remaining=self.client.rate_limit_remaining,
             closed_through=state.closed_through.isoformat() if state.closed_through else None,
@@ -237,24 +316,33 @@ class Poller:
         server = self.client.server_time
         return min(today, server.date()) if server is not None else today
 
-    def _read_days(self, store: StateStore, state: State, report: RunReport, today: date) -> None:
+    def pending_days(self, run: PartitionRun, state: State, today: date) -> list[date]:
+        """The days `run` has still to read, in reading order: made again after each day, as
+        closing may have passed days in the list, and Heroku's Date, known after an answer,
+        may show this host's clock to be ahead (no day after Heroku's today is read)."""
+        if state.closed_through is None or state.account is None:
+            return []
+        trusted = self.trusted_today(today)
+        days = reading_order(
+            days_to_read(state.closed_through, trusted),
+            state.open_days,
+            trusted,
+            self.settings.lookback_days,
+        )
+        return [day for day in days if day not in run.done]
+
+    def _read_days(self, run: PartitionRun, state: State, today: date) -> None:
+        store, report = run.store, run.report
         lookback = self.settings.lookback_days
-        if state.account is None:
-            account = self.client.enterprise_account(partition_name(state))
-            state.account = {"id": account["id"], "name": str(account.get("name", ""))}
-        if state.closed_through is None:
-            # After the account lookup the server's Date is known: a clock that runs ahead
-            # must not put the first window in the future.
-            state.closed_on = self.confirmed(self.trusted_today(today))
-            state.closed_through = first_closed_through(self.trusted_today(today), lookback)
+        assert state.account is not None and state.closed_through is not None
         if state.closed_through > horizon(today, lookback) and self.client.server_time is None:
             # The cursor is ahead of this host's window: before moving it back, ask Heroku
             # what day it is (the account, one request), as this host's clock may be behind.
-            self.client.enterprise_account(state.account["id"])
+            self._look_up(state.account["id"], run.tally)
         self._rewind_if_ahead(state, today)
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.prove_writable(state)
-        account_id = state.account["id"] if state.account else None
+        account_id = state.account["id"]
         if account_id in self.accounts_read:
             self.log.warning(
                 f"--enterprise {partition_name(state)} is an account this run has read under "
@@ -266,23 +354,84 @@ class Poller:
         options = RenderOptions(
             self.settings.output_format, self.settings.include_original, format_time(self.now())
         )
-        done: set[date] = set()
         while True:
-            # Made again after each day: closing may have passed days in the list, and the
-            # server's clock, known after the first answer, may show ours to be ahead: no
-            # day after Heroku's today is read.
-            trusted = self.trusted_today(today)
-            days = reading_order(
-                days_to_read(state.closed_through, trusted), state.open_days, trusted, lookback
-            )
-            pending = [day for day in days if day not in done]
+            # Heroku's Date may have come with any answer, days fetched ahead included.
+            self._warn_if_clocks_disagree(report)
+            self._rewind_if_ahead(state, today)
+            pending = self.pending_days(run, state, today)
             if not pending:
                 return
             self.guard.check()
-            done.add(pending[0])
-            self._read_day(store, state, pending[0], today, options, report)
-            self._warn_if_clocks_disagree(report)
-            self._rewind_if_ahead(state, today)
+            day = pending[0]
+            run.done.add(day)
+            pages = self._pages(run, state, day, today)
+            self._fetch_ahead(today)  # the next days (and accounts) while this one is read
+            self._read_day(run, state, day, today, options, pages)
+
+    def _request(self, state: State, day: date, today: date) -> tuple[Any, ...]:
+        """How a day is asked for now: its ETag (no 304 closes a day: once outside the
+        window it is read without If-None-Match), where its pass goes on, its pages so far."""
+        kept = state.open_days.get(day, DayState())
+        in_window = day > horizon(self.trusted_today(today), self.settings.lookback_days)
+        return (
+            kept.etag if in_window else None,
+            kept.next_range,
+            kept.pass_pages if kept.next_range else 0,
+        )
+
+    def _pages(self, run: PartitionRun, state: State, day: date, today: date) -> ReadAhead[Page]:
+        """The day's pages, fetched ahead already if they were asked for as they would be
+        now; else (or for the first time) asked for now."""
+        request = self._request(state, day, today)
+        kept = run.ahead.pop(day, None)
+        if kept is not None:
+            if kept[0] == request:
+                return kept[1]
+            kept[1].close()  # asked for before the day changed: not what is wanted now
+        return self._start(run, state, day, request)
+
+    def _start(
+        self, run: PartitionRun, state: State, day: date, request: tuple[Any, ...]
+    ) -> ReadAhead[Page]:
+        assert state.account is not None
+        etag, start_range, pages_before = request
+        abandoned = threading.Event()
+        source = self.client.day_pages(
+            state.account["id"],
+            day,
+            self.settings.filters,
+            etag=etag,
+            start_range=start_range,
+            pages_before=pages_before,
+            abandoned=abandoned,
+            tally=run.tally,
+        )
+        return ReadAhead(source, abandoned, self.slots).start()
+
+    def _fetch_ahead(self, today: date) -> None:
+        """Start fetching the days to be read next, in the order they will be read, this
+        partition's and the next ones', up to `ahead_limit` days fetched and not yet read."""
+        waiting = sum(len(run.ahead) for run in self.runs)
+        accounts = set(self.accounts_read)
+        # Until Heroku's Date is known, one day a partition: a clock that runs ahead would
+        # otherwise send requests for days after Heroku's today.
+        per_run = None if self.client.server_time is not None else 1
+        for run in self.runs:
+            state = run.state
+            if state is None or state.account is None or run.failure is not None:
+                continue
+            if run.done and not self.pending_days(run, state, today):
+                continue  # its turn is over
+            if state.account["id"] in accounts and not run.done:
+                continue  # read under another name: it will be skipped
+            accounts.add(state.account["id"])
+            for day in self.pending_days(run, state, today)[:per_run]:
+                if waiting >= self.ahead_limit:
+                    return
+                if day not in run.ahead:
+                    request = self._request(state, day, today)
+                    run.ahead[day] = (request, self._start(run, state, day, request))
+                    waiting += 1
 
     def _warn_if_clocks_disagree(self, report: RunReport) -> None:
         """Once a run, after an answer: a host clock far from Heroku's decides when days
@@ -339,34 +488,19 @@ class Poller:
 
     def _read_day(
         self,
-        store: StateStore,
+        run: PartitionRun,
         state: State,
         day: date,
         today: date,
         options: RenderOptions,
-        report: RunReport,
+        pages: ReadAhead[Page],
     ) -> None:
         """One day's pass, or what this run can read of it, through the day engine; its
         commit saves the day's state (DESIGN §5)."""
-        assert state.account is not None
+        store, report = run.store, run.report
         lookback = self.settings.lookback_days
         day_state = state.open_days.get(day, DayState())
         other_days = [kept.seen for other, kept in state.open_days.items() if other != day]
-        # No 304 closes a day: once outside the window it is read without If-None-Match.
-        in_window = day > horizon(self.trusted_today(today), lookback)
-        abandoned = threading.Event()
-        pages = ReadAhead(
-            self.client.day_pages(
-                state.account["id"],
-                day,
-                self.settings.filters,
-                etag=day_state.etag if in_window else None,
-                start_range=day_state.next_range,
-                pages_before=day_state.pass_pages if day_state.next_range else 0,
-                abandoned=abandoned,
-            ),
-            abandoned,
-        )
 
         def room_for(result: DayPass) -> None:
             new_ids = len(result.met) - len(day_state.seen & result.met)
@@ -406,6 +540,12 @@ class Poller:
             self.log.warning(message, **fields)
         elif report.warnings == MAX_WARNINGS_PER_RUN + 1:
             self.log.warning("more warnings in this run are not shown; see the poll summary")
+
+
+def last_success(run: PartitionRun) -> str:
+    """When a partition's last successful run started ("" for never, or unknown)."""
+    started = ((run.state.last_run if run.state else None) or {}).get("started_at")
+    return started if isinstance(started, str) else ""
 
 
 def partition_name(state: State) -> str:

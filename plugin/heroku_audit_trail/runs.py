@@ -10,6 +10,7 @@ on-call engineer must see.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,22 @@ from heroku_audit_trail.schedule import parse_stamp
 
 RECORD_VERSION = 1
 PREFIX = "runs-"
+
+
+class Tally:
+    """What one caller's requests met (a partition's, when several are read side by side):
+    counted by the thread that sends, read by the one that commits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retry_after: float | None = None  # seconds, from the last 429 that had one
+
+    def count(self, retry_after: float | None = None) -> None:
+        with self._lock:
+            self.requests += 1
+            if retry_after is not None:
+                self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -27,8 +29,14 @@ class ReadAhead(Generic[T]):
     `abandoned` is set on close, for a source that can stop mid-item (no retry of a request
     that nobody will read, while the caller goes on to another account's requests)."""
 
-    def __init__(self, source: Iterator[T], abandoned: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        source: Iterator[T],
+        abandoned: threading.Event | None = None,
+        slots: threading.Semaphore | None = None,
+    ) -> None:
         self._source = source
+        self._slots = slots  # shared by every read-ahead of a run: its --concurrency
         self.abandoned = abandoned or threading.Event()
         self._wanted: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: read one more
         self._items: queue.SimpleQueue[tuple[T | _End | None, BaseException | None]] = (
@@ -41,7 +49,8 @@ class ReadAhead(Generic[T]):
     def _read(self) -> None:
         while self._wanted.get():
             try:
-                item: T | _End = next(self._source, _End())
+                with self._slots or nullcontext():
+                    item: T | _End = next(self._source, _End())
             except BaseException as error:
                 self._items.put((None, error))
                 return
@@ -52,13 +61,18 @@ class ReadAhead(Generic[T]):
     def __iter__(self) -> Iterator[T]:
         return self
 
-    def __next__(self) -> T:
-        if self._finished:
-            raise StopIteration
+    def start(self) -> ReadAhead[T]:
+        """Begin reading the first item now, before the caller asks for it."""
         if not self._started:
             self._started = True
             self._worker.start()
             self._wanted.put(True)
+        return self
+
+    def __next__(self) -> T:
+        if self._finished:
+            raise StopIteration
+        self.start()
         item, error = self._items.get()
         if error is not None:
             self._finished = True
@@ -75,3 +89,33 @@ class ReadAhead(Generic[T]):
         if not self._finished:
             self._finished = True
             self._wanted.put(False)
+
+
+D = TypeVar("D")
+
+
+def days_ahead(
+    days: Iterable[D],
+    pages_of: Callable[[D, threading.Event], Iterator[T]],
+    slots: threading.Semaphore,
+    ahead: int,
+) -> Iterator[tuple[D, ReadAhead[T]]]:
+    """Each day with its pages, in order, while the first pages of the next `ahead` days are
+    fetched (at most as many requests at once as `slots` allows). `pages_of(day, abandoned)`
+    makes a day's pages; what was started and not taken is abandoned when this ends."""
+    started: deque[tuple[D, ReadAhead[T]]] = deque()
+    remaining = iter(days)
+    try:
+        while True:
+            while len(started) <= ahead:
+                day = next(remaining, _End())
+                if isinstance(day, _End):
+                    break
+                abandoned = threading.Event()
+                started.append((day, ReadAhead(pages_of(day, abandoned), abandoned, slots).start()))
+            if not started:
+                return
+            yield started.popleft()
+    finally:
+        for _, source in started:
+            source.close()
