@@ -21,7 +21,10 @@ rounds' ratios):
 - the state file a day leaves (its size) and one save of it, against writing its bytes;
 - the zipapp's warm start: that nothing-new poll from the .pyz against the console script;
 - ten accounts polled in one run (`--enterprise` ten times, through heroku_audit_trail.simulators)
-  against a run per account.
+  against a run per account;
+- at network speed (every answer after 0.2 s, issue P3): ten and a hundred accounts (quick:
+  twenty) in one run, first and steady, against one account's poll, and at --concurrency 1;
+  a 30-day backfill against the same at --concurrency 1.
 """
 
 from __future__ import annotations
@@ -300,6 +303,82 @@ def many_accounts(count: int, events_per_day: int) -> dict[str, Any]:
     return {"accounts": count, "floor_s": floor, "ours_s": ours, "ratio": ours / floor}
 
 
+LATENCY = 0.2  # seconds before each answer: api.heroku.com from a far region
+
+
+def slow_accounts(count: int, history_days: int = 1) -> list[Simulator]:
+    simulators = [
+        Simulator(
+            SimulatorConfig(
+                seed=300 + n,
+                events_per_day=20,
+                history_days=history_days,
+                enterprise_name=f"far-{n}",
+            )
+        )
+        for n in range(count)
+    ]
+    for sim in simulators:
+        sim.start()
+        sim.faults.latency = LATENCY
+    return simulators
+
+
+def at_network_speed(many: int, backfill_days: int) -> dict[str, Any]:
+    """Against answers that each take LATENCY s (issue P3): one account's poll, first and
+    steady, and 10 and `many` accounts in one run, at the default --concurrency and at 1;
+    a 30-day backfill at the default and at 1."""
+    simulators = slow_accounts(many)
+    results: dict[str, Any] = {"latency_s": LATENCY}
+    try:
+        with AccountRouter(simulators) as router, tempfile.TemporaryDirectory() as tmp:
+            routed = type("Routed", (), {"url": router.url, "config": simulators[0].config})()
+
+            def timed(names: list[str], *extra: str) -> tuple[float, float]:
+                state_dir = tempfile.mkdtemp(dir=tmp)
+                flags = [part for name in names for part in ("--enterprise", name)]
+                first = run_cli(routed, state_dir, "poll", *flags, *extra)[0]
+                steady = run_cli(routed, state_dir, "poll", *flags, *extra)[0]
+                return first, steady
+
+            names = [sim.config.enterprise_name for sim in simulators]
+            one_first, one_steady = timed(names[:1])
+            results["one"] = {"first_s": one_first, "steady_s": one_steady}
+            for label, chosen in (("ten", names[:10]), ("many", names)):
+                first, steady = timed(chosen)
+                results[label] = {
+                    "accounts": len(chosen),
+                    "first_s": first,
+                    "steady_s": steady,
+                    "first_ratio": first / one_first,
+                    "steady_ratio": steady / one_steady,
+                }
+            # One at a time, for comparison (ten accounts: a hundred would pass the deadline).
+            serial_first, serial_steady = timed(names[:10], "--concurrency", "1")
+            results["ten"] |= {
+                "concurrency_1_first_s": serial_first,
+                "concurrency_1_steady_s": serial_steady,
+            }
+    finally:
+        for sim in simulators:
+            sim.stop()
+    [history] = slow_accounts(1, history_days=backfill_days + 1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = ("backfill", "--since", f"{backfill_days}d", "--until", "yesterday")
+            serial = run_cli(history, tempfile.mkdtemp(dir=tmp), *args, "--concurrency", "1")[0]
+            side_by_side = run_cli(history, tempfile.mkdtemp(dir=tmp), *args)[0]
+    finally:
+        history.stop()
+    results["backfill"] = {
+        "days": backfill_days,
+        "concurrency_1_s": serial,
+        "default_s": side_by_side,
+        "ratio": side_by_side / serial,
+    }
+    return results
+
+
 def zipapp_start(rounds: int) -> dict[str, Any]:
     """A poll with nothing new, run from the zipapp (already unpacked once: a warm start)
     against the same poll from the installed console script."""
@@ -338,6 +417,7 @@ def main() -> int:
         "nothing_new": nothing_new(rounds),
         "zipapp_start": zipapp_start(rounds),
         "accounts": many_accounts(10, 100 if args.quick else 1000),
+        "network": at_network_speed(10 if args.quick else 100, 5 if args.quick else 30),
     }
     smallest = results["days"][str(sizes[0])]["peak_rss_mib"]
     mapped = results["mapping"]
@@ -380,6 +460,35 @@ def main() -> int:
     accounts = results["accounts"]
     rows.append(
         (f"{accounts['accounts']} accounts in one run vs a run each", accounts["ratio"], "-")
+    )
+    network = results["network"]
+    for label in ("ten", "many")[: 1 if args.quick else 2]:
+        row = network[label]
+        rows.append(
+            (
+                f"{row['accounts']} accounts at {LATENCY:g} s a request, first run, "
+                f"vs one ({row['first_s']:.1f} s)",
+                row["first_ratio"],
+                "≤ 1.5" if label == "ten" else "-",
+            )
+        )
+        serial = row.get("concurrency_1_steady_s")
+        rows.append(
+            (
+                f"  steady ({row['steady_s']:.1f} s"
+                + (f"; --concurrency 1: {serial:.1f} s)" if serial else ")"),
+                row["steady_ratio"],
+                "≤ 1.5" if label == "ten" else "≤ 10 s",
+            )
+        )
+    backfill = network["backfill"]
+    rows.append(
+        (
+            f"{backfill['days']}-day backfill at {LATENCY:g} s a request vs --concurrency 1 "
+            f"({backfill['default_s']:.1f} s / {backfill['concurrency_1_s']:.1f} s)",
+            backfill["ratio"],
+            "≤ 0.33",
+        )
     )
     print(f"{'benchmark':52} {'ratio':>7}  target")
     for name, ratio, target in rows:

@@ -276,6 +276,7 @@ class HerokuClient:
         rate_limit_floor: int = 0,
         sleep: Callable[[float], None] = time.sleep,
         retry_budget: float = RETRY_BUDGET,
+        connections: int = 10,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         # A loopback API (a simulator, a local relay) is reached directly, never through a
@@ -290,6 +291,10 @@ class HerokuClient:
         self.retry_budget = retry_budget
         self.sleep = sleep
         self.session = _Session()
+        if connections > 10:  # requests keeps 10 a host; more requests at once need more
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=connections)
+            self.session.mount("https://", adapter)
+            self.session.mount("http://", adapter)
         # SSL_CERT_FILE as well as REQUESTS_CA_BUNDLE: requests reads only the latter.
         ca_file = os.environ.get("SSL_CERT_FILE")
         if ca_file and not os.environ.get("REQUESTS_CA_BUNDLE"):

@@ -220,7 +220,7 @@ def api_flags() -> Parser:
         type=_number(int, 1),
         metavar="N",
         help="requests in flight at once: days and accounts read side by side, printed in "
-        "order (env HEROKU_AUDIT_CONCURRENCY; default 4; 1 reads one at a time)",
+        "order (env HEROKU_AUDIT_CONCURRENCY; default 8; 1 reads one at a time)",
     )
     group.add_argument(
         "--retry-budget",
@@ -534,7 +534,7 @@ def build_settings(
         token_file=flag("token_file"),
         metrics_file=Path(metrics).expanduser() if metrics else None,
         retry_budget=pick(flag("retry_budget"), "HEROKU_AUDIT_RETRY_BUDGET", 0.0, 15.0),
-        concurrency=min(pick(flag("concurrency"), "HEROKU_AUDIT_CONCURRENCY", 1, 4), 64),
+        concurrency=min(pick(flag("concurrency"), "HEROKU_AUDIT_CONCURRENCY", 1, 8), 64),
     )
 
 
@@ -558,6 +558,7 @@ def make_client(
         deadline=Deadline(settings.max_runtime),
         rate_limit_floor=settings.rate_limit_floor,
         retry_budget=settings.retry_budget,
+        connections=settings.concurrency,
     )
 
 

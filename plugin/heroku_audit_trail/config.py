@@ -57,7 +57,7 @@ class Settings:
     token_file: str | None
     metrics_file: Path | None = None
     retry_budget: float = 15.0  # seconds of waiting between retries, in all, per run
-    concurrency: int = 4  # requests in flight at once (days and partitions read side by side)
+    concurrency: int = 8  # requests in flight at once (days and partitions read side by side)
 
 
 def default_state_dir() -> Path:
