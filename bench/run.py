@@ -439,11 +439,12 @@ def main() -> int:
     smallest = results["days"][str(sizes[0])]["peak_rss_mib"]
     mapped = results["mapping"]
     rows = [
-        ("ECS mapping vs orjson loads+dumps (lines kept)", mapped["ratio"], "≤ 2"),
+        # Issue 10, decided: pure Python; the CPU rows are guards at the measured level.
+        ("ECS mapping vs orjson loads+dumps (lines kept)", mapped["ratio"], "≤ 3"),
         ("  the same, each line dropped once made (CPU)", mapped["lines_dropped"]["ratio"], "-"),
     ]
     for size, day in results["days"].items():
-        rows.append((f"poll of a {int(size):,}-event day vs plain fetch", day["ratio"], "≤ 1.5"))
+        rows.append((f"poll of a {int(size):,}-event day vs plain fetch", day["ratio"], "≤ 2.5"))
         rows.append(("  its CPU time vs the fetch's", day["cpu_ratio"], "-"))
         if "mapping_stubbed_ratio" in day:
             rows.append(
@@ -457,7 +458,7 @@ def main() -> int:
             (
                 f"  peak RSS {day['peak_rss_mib']:.0f} MiB, vs the 1k day",
                 day["peak_rss_mib"] / smallest,
-                "≤ 3",
+                "≤ 3, ≤ 200 MB",
             )
         )
         for command in ("backfill", "events"):

@@ -43,11 +43,11 @@ RETRY_BUDGET = 15.0  # seconds of waiting in all, per run (--retry-budget)
 # four retries fit the budget, and a smaller budget makes the same schedule shorter.
 BACKOFF_SHARE = 1 / 30
 PAGE_MAX = 1000
-# A day's pass may span runs: each run reads at most RUN_PAGES of it (75: what the account's
-# 4500 requests an hour refill in a minute, a poll's usual interval), and the rest next run. A
-# pass longer than PAGE_CAP pages in all (1M events, far past any real account) is pagination
-# that never ends: exit 65, and the failure backoff then spaces out the runs.
-RUN_PAGES = 75
+# A day's pass may span runs: each run reads at most RUN_PAGES of it (200: a day of 200k
+# events at 1000 a page, under a twentieth of the account's 4500 requests an hour), and the
+# rest next run. A pass longer than PAGE_CAP pages in all (1M events, far past any real
+# account) is pagination that never ends: exit 65, and the failure backoff spaces out the runs.
+RUN_PAGES = 200
 PAGE_CAP = 1000
 HEROKU_PAGE_SIZE = 200  # what Heroku sends when asked for no Range
 # What one response may inflate to (gzip included), read as a stream and refused past it (exit
