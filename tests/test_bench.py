@@ -36,3 +36,6 @@ def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert all(day["cpu_ratio"] > 0 for day in results["days"].values())
     assert results["days"]["5000"]["mapping_stubbed_ratio"] > 0  # the largest day only
     assert "mapping_stubbed_ratio" not in results["days"]["1000"]
+    assert results["days"]["5000"]["backfill_peak_rss_mib"] > 0  # the other commands' day
+    network = results["network"]  # at 0.2 s a request
+    assert network["ten"]["steady_ratio"] > 0 and network["backfill"]["ratio"] > 0
