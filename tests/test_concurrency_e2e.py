@@ -149,3 +149,40 @@ def test_a_deadline_moves_every_account_on_in_turn(tmp_path: Path) -> None:
                 break
         assert set(printed) == window(sims)
         assert len(printed) == len(set(printed))
+
+
+# -- found by review ---------------------------------------------------------------------------
+
+
+def test_sigterm_while_first_runs_look_up_their_accounts_stops_at_once(tmp_path: Path) -> None:
+    """Lookups side by side, each answered only after 6 s: SIGTERM ends the run at once,
+    not after every lookup has answered."""
+    with accounts(latency=6.0) as sims, AccountRouter(sims) as router:
+        cli = cli_for(sims, router, tmp_path)
+        process = cli.popen(*poll_args())
+        time.sleep(1.5)
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 143, err
+        assert time.monotonic() - stopped < 3
+        assert b'"log.level":"warning"' in err and b"SIGTERM" in err
+
+
+def test_a_clock_ahead_asks_no_day_after_herokus_today_for_the_next_accounts(
+    tmp_path: Path,
+) -> None:
+    """Heroku a day behind this host, three accounts, one request at a time: only the first
+    request (before any Date is known) may be for this host's today."""
+    with accounts(latency=0.1) as sims, AccountRouter(sims) as router:
+        for sim in sims:
+            sim.faults.date_offset = -86_400.0
+        cli = cli_for(sims, router, tmp_path)
+        assert cli.run(*poll_args("--concurrency", "1")).code == 0
+        for sim in sims:
+            sim.request_log.clear()
+        steady = cli.run(*poll_args("--concurrency", "1"))
+        assert steady.code == 0, steady.stderr
+        today = str(utc_today())
+        asked = [e for sim in sims for e in sim.request_log if e["query"].get("day") == today]
+        assert len(asked) <= 1, asked

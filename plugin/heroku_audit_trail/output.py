@@ -122,7 +122,7 @@ class EventWriter:
             raise _closed(error, self.when_closed) from None
         finally:
             if self.guard is not None:
-                self.guard.on_grace_over = None
+                self.guard.write_ended()
         self.lines_written += written
         return written
 
@@ -144,7 +144,7 @@ class EventWriter:
                 # Told to stop in the middle of a batch: end the line under way, then stop.
                 end = data.find(b"\n", self._offset)
                 line_end = len(data) if end < 0 else end + 1
-                while self._offset < line_end:
+                while self._offset < line_end and not self._given_up:
                     self._offset += self._write_some(data[:line_end], self._offset)
                 raise self._stop_error()
 
@@ -210,6 +210,13 @@ class StopGuard:
         """Raise DeadlineError (exit 75) when `seconds` have passed; None: no deadline."""
         self._deadline_message = message
         signal.setitimer(signal.ITIMER_REAL, seconds or 0.0)
+
+    def write_ended(self) -> None:
+        """A write is over: if its grace ran out, what follows it (the commit of the lines it
+        did write) gets a grace of its own before the alarm abandons it too."""
+        self.on_grace_over = None
+        if self._gave_up:
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
 
     def disarm(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0.0)

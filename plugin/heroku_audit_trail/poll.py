@@ -34,6 +34,7 @@ from heroku_audit_trail.errors import (
     ApiUnavailableError,
     AuditTrailError,
     ConfigError,
+    DeadlineError,
     LockHeldError,
     MalformedDataError,
     PermissionDeniedError,
@@ -207,9 +208,16 @@ class Poller:
         lookups = [
             (run, ReadAhead(self._account_of(run), slots=self.slots).start()) for run in first
         ]
-        for run, lookup in lookups:
+        for at, (run, lookup) in enumerate(lookups):
             try:
                 account = next(lookup)
+            except (StoppedError, DeadlineError) as stop:
+                # Told to stop (or out of time): no more waiting on lookups; each partition
+                # not yet looked up ends with it, in its turn.
+                for waiting, unanswered in lookups[at:]:
+                    waiting.failure = stop
+                    unanswered.close()
+                break
             except AuditTrailError as error:
                 run.failure = error
                 continue
@@ -413,9 +421,10 @@ class Poller:
         partition's and the next ones', up to `ahead_limit` days fetched and not yet read."""
         waiting = sum(len(run.ahead) for run in self.runs)
         accounts = set(self.accounts_read)
-        # Until Heroku's Date is known, one day a partition: a clock that runs ahead would
-        # otherwise send requests for days after Heroku's today.
-        per_run = None if self.client.server_time is not None else 1
+        # Until Heroku's Date is known, one day of one partition: a clock that runs ahead
+        # would otherwise send requests for days after Heroku's today.
+        known = self.client.server_time is not None
+        per_run = None if known else 1
         for run in self.runs:
             state = run.state
             if state is None or state.account is None or run.failure is not None:
@@ -432,6 +441,8 @@ class Poller:
                     request = self._request(state, day, today)
                     run.ahead[day] = (request, self._start(run, state, day, request))
                     waiting += 1
+            if not known:
+                return  # the first partition to read only, until an answer brings the Date
 
     def _warn_if_clocks_disagree(self, report: RunReport) -> None:
         """Once a run, after an answer: a host clock far from Heroku's decides when days

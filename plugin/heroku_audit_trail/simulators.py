@@ -64,7 +64,7 @@ class _Route(BaseHTTPRequestHandler):
             body = response.read()
         finally:
             connection.close()
-        self.send_response(response.status)
+        self.send_response_only(response.status)  # the simulator's own Date, not this one's
         for name, value in response.getheaders():
             if name.lower() not in ("connection", "content-length", "transfer-encoding"):
                 self.send_header(name, value)
