@@ -255,3 +255,20 @@ def test_days_are_not_closed_by_this_hosts_clock_alone(cli: Cli, sim: Simulator)
     assert not [log for log in ahead[1].logs if "closed_through" in log["message"]]
     closed = orjson.loads(next(iter(cli.state_bytes().values())))["closed_through"]
     assert closed == str(utc_today() - timedelta(days=2))
+
+
+def test_check_says_when_poll_is_backing_off_and_how_to_try_now(cli: Cli, sim: Simulator) -> None:
+    """After failed runs, `check` on a fixed setting says OK and that poll still skips the
+    API until the backoff ends, and how to try at once (issue O3)."""
+    env = {"HEROKU_AUDIT_MIN_INTERVAL": "60"}
+    sim.faults.invalid_json_rate = 1.0
+    assert cli.run("poll", env=env).code == 65
+    sim.faults.invalid_json_rate = 0.0
+    checked = cli.run("check", env=env)
+    assert checked.code == 0, checked.stderr
+    text = checked.stdout.decode()
+    assert "OK, polling will work" in text
+    assert "backing off after 1 failed run(s)" in text and "--min-interval 0" in text
+    now = cli.run("poll", "--min-interval", "0", env=env)
+    assert now.code == 0 and now.ids
+    assert "backing off" not in cli.run("check", env=env).stdout.decode()

@@ -13,6 +13,7 @@ import orjson
 from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore, remove_file, write_atomic
+from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockHeldError
 from heroku_audit_trail.logs import Log, printable
 
@@ -24,9 +25,10 @@ class Step:
     detail: str
 
 
-def state_step(settings: Settings, enterprise: str) -> tuple[int, Step]:
+def state_steps(settings: Settings, enterprise: str) -> tuple[int, list[Step]]:
     """Can poll keep its cursor? The state dir is created if need be, a file written and
-    removed in it, the partition's lock taken, and its state file (if any) read."""
+    removed in it, the partition's lock taken, and its state file (if any) read; and is poll
+    backing off after failed runs (so a fixed setting is not tried until the backoff ends)?"""
     store = StateStore(settings.state_dir, Partition(enterprise, settings.filters))
     probe = settings.state_dir / ".check-probe"
     try:
@@ -34,12 +36,26 @@ def state_step(settings: Settings, enterprise: str) -> tuple[int, Step]:
         write_atomic(probe, b"probe\n")
         remove_file(probe)
         with store.lock():
-            store.load()
+            state = store.load()
     except LockHeldError:
-        return EX_OK, Step("state", "warn", f"a poll holds the lock in {settings.state_dir} now")
+        return EX_OK, [Step("state", "warn", f"a poll holds the lock in {settings.state_dir} now")]
     except AuditTrailError as error:
-        return error.exit_code, Step("state", "fail", str(error))
-    return EX_OK, Step("state", "ok", f"state directory {settings.state_dir} is writable")
+        return error.exit_code, [Step("state", "fail", str(error))]
+    steps = [Step("state", "ok", f"state directory {settings.state_dir} is writable")]
+    backoff = state.backoff if state is not None else None
+    now = datetime.now(timezone.utc)
+    if backoff is not None and now < backoff.wait_until(settings.min_interval):
+        until = format_time(backoff.wait_until(settings.min_interval))
+        steps.append(
+            Step(
+                "backoff",
+                "warn",
+                f"poll is backing off after {backoff.failures} failed run(s) in a row: the "
+                f"runs until {until} skip the API; to try now, run 'heroku-audit-trail poll "
+                "--min-interval 0' (a success ends the backoff)",
+            )
+        )
+    return EX_OK, steps
 
 
 def diagnose(
@@ -48,8 +64,8 @@ def diagnose(
     """The steps for one enterprise account, and the exit code that poll would have."""
     steps: list[Step] = []
     facts: dict[str, Any] = {"enterprise": enterprise, "state_dir": str(settings.state_dir)}
-    state_code, step = state_step(settings, enterprise)
-    steps.append(step)
+    state_code, state_checks = state_steps(settings, enterprise)
+    steps += state_checks
     if state_code:
         return state_code, steps, facts
     try:
