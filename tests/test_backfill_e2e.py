@@ -250,3 +250,19 @@ def test_an_archived_event_without_a_time_is_printed_from_mid_month(tmp_path: Pa
         run = cli.run(*backfill_args(since, last_month_end, True))
         assert run.code == 0, run.stderr
         assert "timeless" in run.ids
+
+
+def test_a_backfill_carried_on_with_another_format_is_refused(cli: Cli, sim: Simulator) -> None:
+    """Begun as ECS lines, stopped by an outage: carried on with --format heroku, one output
+    would hold two kinds of line. It is refused (64, nothing printed); the same format goes on."""
+    since, until = utc_today() - timedelta(days=3), utc_today() - timedelta(days=1)
+    sim.faults.failing_days = (until,)
+    stopped = cli.run(*backfill_args(since, until, False))
+    assert stopped.code == 69 and stopped.ids
+    sim.faults.failing_days = ()
+    other = cli.run(*backfill_args(since, until, False), "--format", "heroku")
+    assert other.code == 64 and other.stdout == b""
+    assert "begun printing ecs lines, not heroku" in other.stderr
+    same = cli.run(*backfill_args(since, until, False))
+    assert same.code == 0, same.stderr
+    assert Counter(stopped.ids + same.ids) == Counter(events_between(sim, since, until))

@@ -109,6 +109,7 @@ class RecordState:
     completed_through: date | None = None
     partial_day: date | None = None  # a day cut short by a stop: the ids already printed
     partial_ids: frozenset[str] = frozenset()
+    output: str = "ecs"  # --format (and "+original" for --include-original): one per output
 
 
 class ProgressRecord:
@@ -128,12 +129,15 @@ class ProgressRecord:
             doc = orjson.loads(raw)
             assert doc["version"] == RECORD_VERSION and doc["plan"] == self.plan.key()
             done, partial = doc["completed_through"], doc.get("partial") or {}
+            output = doc.get("output", "ecs")  # a record of an older version: ECS lines
+            assert isinstance(output, str)
             return RecordState(
                 date.fromisoformat(doc["range"]["since"]),
                 date.fromisoformat(doc["range"]["until"]),
                 None if done is None else date.fromisoformat(done),
                 date.fromisoformat(partial["day"]) if partial else None,
                 frozenset(partial.get("printed", [])),
+                output,
             )
         except (orjson.JSONDecodeError, AssertionError, KeyError, TypeError, ValueError):
             raise MalformedDataError(
@@ -157,6 +161,7 @@ class ProgressRecord:
                 progress.completed_through.isoformat() if progress.completed_through else None
             ),
             "partial": partial,
+            "output": progress.output,
             "updated_at": format_time(datetime.now(timezone.utc)),
         }
         write_atomic(
@@ -193,9 +198,17 @@ class Backfill:
         busy = "the same backfill is running; let it finish, or stop it and run this again"
         with exclusive_lock(record.lock_path, busy):
             state = record.load()
+            output = output_kind(self.settings)
             if state is None:
                 since, until = resolve_range(plan.since, plan.until, today)
-                state = RecordState(since, until)
+                state = RecordState(since, until, output=output)
+            elif state.output != output:
+                # Carried on with other lines, one output would mix two kinds of line.
+                raise UsageError(
+                    f"this backfill of {state.since}..{state.until} was begun printing "
+                    f"{state.output} lines, not {output}: carry it on with the same --format "
+                    f"(and --include-original), or remove {record.path} to start it over"
+                )
             else:
                 self.log.info(
                     f"carrying on the backfill of {state.since}..{state.until} after "
@@ -334,6 +347,11 @@ class _Run:
         if self.state.partial_day is not None:
             said += f" ({len(self.state.partial_ids)} events of {self.state.partial_day} too)"
         return f"{said}; to carry on, run the same command again: {self.plan.resume_command()}"
+
+
+def output_kind(settings: Settings) -> str:
+    """What the lines of a backfill are: its --format, and whether they carry the original."""
+    return settings.output_format + ("+original" if settings.include_original else "")
 
 
 def run_backfill(
