@@ -295,3 +295,18 @@ def test_limit_across_two_accounts_is_the_most_recent_overall(tmp_path: Path) ->
         ]
         assert run.ids == [event_id for _, event_id in sorted(everything)[-7:]]
         assert {line["organization"]["name"] for line in run.lines} == {"acme", "globex"}
+
+
+def test_json_lines_on_a_terminal_carry_no_c1_control(cli: Cli, sim: Simulator) -> None:
+    """JSON lines read on a terminal: a CSI (U+009B) a server put in a field is written as
+    its JSON escape, the same JSON, never the raw control (issue G4)."""
+    sim.plant(
+        utc_today(),
+        [{"id": "csi", "type": "app", "action": "create", "app": {"name": "x\u009b2Jy"},
+          "created_at": f"{utc_today()}T01:00:00Z"}],
+    )  # fmt: skip
+    code, output, stderr = on_a_terminal(cli, "events", "--output", "jsonl")
+    assert code == 0, stderr
+    assert "\u009b" not in output and "\\u009b" in output
+    [line] = [orjson.loads(text) for text in output.splitlines() if '"csi"' in text]
+    assert line["heroku"]["app"]["name"] == "x\u009b2Jy"

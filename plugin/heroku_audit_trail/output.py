@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import signal
 import sys
@@ -77,6 +78,17 @@ def _closed(error: OSError, consequence: str) -> OutputClosedError:
     return OutputClosedError(f"{reason}; {consequence}")
 
 
+_C1 = re.compile(rb"\xc2([\x80-\x9f])")  # U+0080..U+009F in UTF-8: CSI is U+009B
+
+
+def _escape_c1(line: bytes) -> bytes:
+    """The line with C1 controls as JSON escapes: the same JSON, which a terminal will not
+    take for a command (orjson escapes C0 controls and ESC, not these)."""
+    if b"\xc2" not in line:
+        return line
+    return _C1.sub(lambda match: b"\\u%04x" % match.group(1)[0], line)
+
+
 class EventWriter:
     """Writes rendered lines in batches. Between writes it honours a pending stop: it finishes
     the line under way, then raises, so the caller leaves that day uncommitted."""
@@ -94,6 +106,11 @@ class EventWriter:
         self._given_up = False  # the stop's grace ran out while writing
         # What a closed stdout means for the command, told in its error.
         self.when_closed = "the day being written is not saved and will be printed again"
+        # A person's terminal: what a server sent must not drive it.
+        try:
+            self.on_terminal = stream.isatty()
+        except (OSError, ValueError, AttributeError):
+            self.on_terminal = False
 
     def write(self, lines: Iterable[bytes]) -> int:
         """Write every line and flush; the number of lines. OutputClosedError if stdout fails,
@@ -104,7 +121,7 @@ class EventWriter:
         if self.guard is not None:
             self.guard.on_grace_over = self._give_up
         try:
-            iterator = iter(lines)
+            iterator = map(_escape_c1, lines) if self.on_terminal else iter(lines)
             while batch := list(islice(iterator, _BATCH)):
                 if written and (self._told_to_stop() or self._given_up):
                     raise self._stop_error()
