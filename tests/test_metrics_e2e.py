@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.simulator import Simulator
 
-from .conftest import Cli
+from .conftest import Cli, utc_today
 
 pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
 
@@ -21,7 +21,11 @@ PREFIX = "heroku_audit_trail_"
 def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     found = {}
     families = list(text_string_to_metric_families(path.read_text()))
-    assert all(family.type == "gauge" and family.documentation for family in families)
+    for family in families:  # a counter's samples end in _total; the rest are gauges
+        assert family.documentation
+        if family.samples:
+            total = all(sample.name.endswith("_total") for sample in family.samples)
+            assert family.type == ("counter" if total else "gauge")
     for family in families:
         for sample in family.samples:
             found[(sample.name.removeprefix(PREFIX), tuple(sorted(sample.labels.items())))] = (
@@ -165,3 +169,18 @@ def test_a_corrupt_state_keeps_the_last_success_to_alert_on(
         assert now[("last_success_timestamp_seconds", acme)] == success
         assert now[("last_exit_code", acme)] == 65
         assert now[("consecutive_failures", acme)] == failures
+
+
+def test_events_emitted_total_is_a_counter_to_rate(
+    cli: Cli, sim: Simulator, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "metrics.prom"
+    env = {"HEROKU_AUDIT_METRICS_FILE": str(metrics)}
+    first = cli.run("poll", env=env)
+    sim.add_events(utc_today(), 4)
+    second = cli.run("poll", env=env)
+    assert first.code == second.code == 0
+    acme = (("enterprise", "acme"),)
+    found = samples(metrics)
+    assert found[("events_emitted_total", acme)] == len(first.ids) + len(second.ids)
+    assert found[("events_emitted", acme)] == len(second.ids) == 4

@@ -24,7 +24,12 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("last_run_timestamp_seconds", "Start of the last run, skipped ones included."),
     ("last_success_timestamp_seconds", "Start of the last successful run that called the API."),
     ("last_exit_code", "Exit code of the last run for this partition."),
-    ("events_emitted", "Events printed by the last run that called the API."),
+    (
+        "events_emitted",
+        "Events printed by the last run that called the API (a gauge: for a rate, "
+        "rate(heroku_audit_trail_events_emitted_total[1h])).",
+    ),
+    ("events_emitted_total", "Events printed by all runs recorded for this partition."),
     ("requests", "API requests made by the last run that called the API."),
     ("rate_limit_remaining", "The last RateLimit-Remaining seen."),
     ("closed_through_timestamp_seconds", "Midnight UTC after the last closed day."),
@@ -80,6 +85,7 @@ def sample_of(state: State | None, record: RunRecord | None) -> Sample | None:
             "requests": _count(api_run.requests) if api_run else None,
             "rate_limit_remaining": _count(record.rate_limit_remaining),
             "consecutive_failures": float(record.failures_in_a_row),
+            "events_emitted_total": float(record.events_total),
         }
         partition = record.partition
     elif state is not None:
@@ -119,7 +125,8 @@ def render(samples: list[Sample]) -> str:
     samples = list(unique.values())
     lines = []
     for name, help_text in METRICS:
-        lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} gauge"]
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# HELP {PREFIX}{name} {help_text}", f"# TYPE {PREFIX}{name} {kind}"]
         for sample in samples:
             value = sample.values.get(name)
             if value is None:

@@ -62,6 +62,7 @@ class RunRecord:
     last_success: datetime | None = None  # start of the last successful run
     failures_in_a_row: int = 0  # failed runs since the last success, of any exit code
     rate_limit_remaining: int | None = None  # the last one seen, by any run
+    events_total: int = 0  # events printed by every run recorded here (a counter)
 
 
 def after(previous: RunRecord | None, partition: dict[str, str], run: Attempt) -> RunRecord:
@@ -81,6 +82,7 @@ def after(previous: RunRecord | None, partition: dict[str, str], run: Attempt) -
         last_api_run=run if reached_api else record.last_api_run,
         last_success=run.started if not run.exit_code and not run.skipped else record.last_success,
         failures_in_a_row=failures,
+        events_total=record.events_total + (run.events_emitted or 0),
         rate_limit_remaining=(
             run.rate_limit_remaining
             if run.rate_limit_remaining is not None
@@ -120,6 +122,7 @@ def to_json(record: RunRecord) -> bytes:
         "last_success": _stamp(record.last_success),
         "failures_in_a_row": record.failures_in_a_row,
         "rate_limit_remaining": record.rate_limit_remaining,
+        "events_total": record.events_total,
     }
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
@@ -177,6 +180,7 @@ def parse_record(path: Path, raw: bytes) -> RunRecord:
             last_success=None if success is None else _time(success, "last_success"),
             failures_in_a_row=_count(doc, "failures_in_a_row") or 0,
             rate_limit_remaining=_count(doc, "rate_limit_remaining"),
+            events_total=_count(doc, "events_total") or 0,
         )
     except (orjson.JSONDecodeError, ValueError) as error:
         raise MalformedDataError(f"run record {path} is unreadable ({error})") from None
