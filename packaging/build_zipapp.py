@@ -111,21 +111,46 @@ def scratch_copy():
     return extract(scratch)
 
 
+def whole(target):
+    # An unpacked copy is put in place by one rename, so it is whole when it is there; an
+    # empty or partial one (left by an older version whose unpack failed) is not.
+    return (target / "heroku_audit_trail" / "cli.py").is_file()
+
+
 def unpacked():
     root = cache_root()
     if root is None:  # nowhere safe to keep it: unpack for this run only
         return scratch_copy()
     target = root / f"pyz-{{BUILD_ID}}"
-    if not target.exists():
-        import shutil, tempfile
+    import shutil, tempfile
 
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+    if os.path.lexists(target) and not whole(target) and private(target) is not None:
+        # Ours, but not whole: moved aside (a rename, so no run imports from half of it).
+        aside = Path(tempfile.mkdtemp(prefix=".broken-", dir=root))
         try:
-            os.rename(extract(staging), target)  # atomic: a concurrent run uses either copy
+            os.rename(target, aside / "lib")
         except OSError:
             pass
+        shutil.rmtree(aside, ignore_errors=True)
+    if not os.path.lexists(target):
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+        try:
+            lib = extract(staging)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)  # a failed unpack leaves nothing
+            sys.stderr.write(
+                f"heroku-audit-trail: cannot unpack the zipapp into {{root}}: "
+                f"{{error.strerror or error}}; free some space there (or set XDG_CACHE_HOME "
+                "to a directory with room) and run it again\\n"
+            )
+            raise SystemExit(73)
+        try:
+            os.rename(lib, target)  # atomic: a concurrent run uses either copy
+        except OSError:
+            pass  # another run put its copy there first
         shutil.rmtree(staging, ignore_errors=True)
-    if private(target) is None:  # in our own directory, yet not ours: never import from it
+    # In our own directory, yet not ours (or not whole): never import from it.
+    if not os.path.isdir(target) or private(target) is None or not whole(target):
         return scratch_copy()
     return target
 

@@ -267,3 +267,30 @@ def test_wheel_and_sdist_build_and_the_sdist_carries_docs_examples_and_tests(
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"README.md", "examples/vector.toml", "examples/fluent-bit.conf"} <= names
     assert {"tests/conftest.py", "tests/golden/ecs.jsonl", "packaging/build_deb.sh"} <= names
+
+
+def test_a_zipapp_whose_unpack_failed_leaves_nothing_and_recovers(
+    pyz: Path, tmp_path: Path
+) -> None:
+    """The first unpack on a full disk (`ulimit -f` here) says so and leaves nothing behind;
+    once there is room it unpacks; a copy left empty by an older version is redone."""
+    import resource
+
+    cache = tmp_path / "cache"
+    env = {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(cache), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-I", str(pyz), "--version"]
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+
+    full = subprocess.run(command, env=env, capture_output=True, timeout=60, preexec_fn=small_files)
+    assert full.returncode == 73, full.stderr.decode()
+    assert b"cannot unpack the zipapp" in full.stderr and b"Traceback" not in full.stderr
+    assert list((cache / "heroku-audit-trail").iterdir()) == []
+    target = cache / "heroku-audit-trail" / f"pyz-{build_id(pyz)}"
+    for attempt in ("room again", "left empty by an older version"):
+        done = subprocess.run(command, env=env, capture_output=True, timeout=60)
+        assert done.returncode == 0, (attempt, done.stderr.decode())
+        assert done.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
+        shutil.rmtree(target)
+        target.mkdir(mode=0o700)
