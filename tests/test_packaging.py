@@ -292,5 +292,6 @@ def test_a_zipapp_whose_unpack_failed_leaves_nothing_and_recovers(
         done = subprocess.run(command, env=env, capture_output=True, timeout=60)
         assert done.returncode == 0, (attempt, done.stderr.decode())
         assert done.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
+        assert (target / "heroku_audit_trail" / "cli.py").is_file()  # unpacked whole
         shutil.rmtree(target)
         target.mkdir(mode=0o700)
