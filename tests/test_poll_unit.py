@@ -35,7 +35,6 @@ class FakeClient:
         self.requests_made = 0
         self.rate_limit_remaining: int | None = 4000
         self.server_time: datetime | None = None
-        self.last_retry_after: float | None = None
 
     def enterprise_account(self, id_or_name: str, tally: Any = None) -> dict[str, Any]:
         if tally is not None:

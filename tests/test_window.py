@@ -15,7 +15,6 @@ from heroku_audit_trail.days.window import (
     first_closed_through,
     lookback_grew,
     may_close,
-    new_events,
     parse_day,
     reading_order,
     rewound,
@@ -42,18 +41,6 @@ def test_closing_needs_contiguous_read_days_outside_the_window() -> None:
     read.append(date(2026, 11, 22))
     # 11-23 stays open: it is inside the lookback window.
     assert advance_closed_through(date(2026, 11, 20), TODAY, 1, read) == date(2026, 11, 22)
-
-
-def test_new_events_drops_seen_and_repeated_ids_and_sorts_by_time() -> None:
-    events = [
-        {"id": "c", "created_at": "2026-11-24T03:00:00Z"},
-        {"id": "a", "created_at": "2026-11-24T01:00:00.5Z"},
-        {"id": "b", "created_at": "2026-11-24T02:00:00Z"},
-        {"id": "c", "created_at": "2026-11-24T03:00:00Z"},
-        {"id": "z"},
-    ]
-    fresh = new_events(events, {"b"})
-    assert [event["id"] for event in fresh] == ["a", "c", "z"]
 
 
 def test_the_window_comes_first_then_days_never_read_in_full() -> None:

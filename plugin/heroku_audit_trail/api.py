@@ -307,7 +307,6 @@ class HerokuClient:
         self.rate_limit_remaining: int | None = None
         self.last_request_id: str | None = None
         self.server_time: datetime | None = None  # the last response's Date: a second clock
-        self.last_retry_after: float | None = None  # seconds, from the last 429 that had one
         self._waited = 0.0
 
     # -- the endpoints -------------------------------------------------------------------
@@ -533,7 +532,6 @@ class HerokuClient:
                 failure = self._failure(response, authenticated)
                 if status == 429:
                     retry_after = _retry_after(response)
-                    self.last_retry_after = retry_after
                     tally.retry_after = retry_after
                 elif status < 500:
                     raise failure

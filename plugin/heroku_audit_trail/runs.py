@@ -35,11 +35,9 @@ class Tally:
         self.requests = 0
         self.retry_after: float | None = None  # seconds, from the last 429 that had one
 
-    def count(self, retry_after: float | None = None) -> None:
+    def count(self) -> None:
         with self._lock:
             self.requests += 1
-            if retry_after is not None:
-                self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import re
 from calendar import month_name
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from datetime import date, timedelta
 from typing import Any
-
-from heroku_audit_trail.ecs import event_key, sort_key
 
 
 def horizon(today: date, lookback_days: int) -> date:
@@ -96,24 +94,9 @@ def advance_closed_through(
     return closed_through
 
 
-def seen_anywhere(key: str, seen_sets: Iterable[Collection[str]]) -> bool:
-    """An id already printed for any open day (an event returned for two days prints once)."""
-    return any(key in seen for seen in seen_sets)
-
-
 def date_range(since: date, until: date) -> list[date]:
     """Inclusive list of days from `since` to `until`."""
     return [since + timedelta(days=offset) for offset in range((until - since).days + 1)]
-
-
-def new_events(events: Iterable[dict[str, Any]], seen_ids: Collection[str]) -> list[dict[str, Any]]:
-    """Events not seen before (each id once, even if a page repeated it), in created_at order."""
-    fresh: dict[str, dict[str, Any]] = {}
-    for event in events:
-        key = event_key(event)
-        if key not in seen_ids and key not in fresh:
-            fresh[key] = event
-    return sorted(fresh.values(), key=sort_key)
 
 
 def parse_day(text: str, today: date) -> date:
