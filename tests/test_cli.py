@@ -162,3 +162,33 @@ def test_an_overlapping_run_is_a_warning_not_an_error(tmp_path: Path, stderr: St
         assert cli.main(["poll"], env(tmp_path)) == 75
     [line] = [orjson.loads(text) for text in stderr.getvalue().splitlines()]
     assert line["log.level"] == "warning" and "another heroku-audit-trail run" in line["message"]
+
+
+def test_sigterm_while_the_metrics_file_is_written_is_143(
+    tmp_path: Path, stderr: Stderr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is still written whole, and the run ends as stopped, not as a success."""
+    import os
+    import signal
+    from datetime import datetime, timezone
+
+    from heroku_audit_trail import metrics
+    from heroku_audit_trail.cursor import Partition, State, StateStore
+    from heroku_audit_trail.ecs import format_time
+
+    store = StateStore(tmp_path, Partition("acme"))
+    store.ensure_dir()
+    started = format_time(datetime.now(timezone.utc))
+    store.save(State(partition={"enterprise": "acme"}, last_run={"started_at": started}))
+    collect = metrics.collect
+
+    def collect_then_sigterm(state_dir: Path) -> list[metrics.Sample]:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return collect(state_dir)
+
+    monkeypatch.setattr(metrics, "collect", collect_then_sigterm)
+    prom = tmp_path / "metrics.prom"
+    settings = {**env(tmp_path), "HEROKU_AUDIT_MIN_INTERVAL": "60"}  # a skipped run
+    assert cli.main(["poll", "--metrics-file", str(prom)], settings) == 143
+    assert 'heroku_audit_trail_last_exit_code{enterprise="acme"} 0' in prom.read_text()
+    assert "SIGTERM" in stderr.getvalue()

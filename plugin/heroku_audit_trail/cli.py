@@ -594,9 +594,11 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
         raise
     finally:
         attempts = poller.attempts if poller is not None else {}
-        record_runs(settings, started, due, exit_codes, attempts, log)
-        if settings.metrics_file is not None:
-            publish_metrics(settings, log)
+        # A signal now is told (130/143) once the records and the file are written.
+        with guard.critical():
+            record_runs(settings, started, due, exit_codes, attempts, log)
+            if settings.metrics_file is not None:
+                publish_metrics(settings, log)
 
 
 def record_runs(
