@@ -429,12 +429,13 @@ class Poller:
             state = run.state
             if state is None or state.account is None or run.failure is not None:
                 continue
-            if run.done and not self.pending_days(run, state, today):
+            pending = self.pending_days(run, state, today)
+            if run.done and not pending:
                 continue  # its turn is over
             if state.account["id"] in accounts and not run.done:
                 continue  # read under another name: it will be skipped
             accounts.add(state.account["id"])
-            for day in self.pending_days(run, state, today)[:per_run]:
+            for day in pending[:per_run]:
                 if waiting >= self.ahead_limit:
                     return
                 if day not in run.ahead:
