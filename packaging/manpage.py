@@ -5,6 +5,7 @@ from the command. Usage: python3 packaging/manpage.py OUT.1   (with the package 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -32,6 +33,9 @@ def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Arg
 
 
 def manpage() -> str:
+    # The state dir's default as a reader's machine has it, not the build machine's home:
+    # platformdirs puts it under $XDG_STATE_HOME.
+    os.environ["XDG_STATE_HOME"] = "$XDG_STATE_HOME"
     parser = build_parser()
     out = [
         f'.TH HEROKU-AUDIT-TRAIL 1 "{date.today():%Y-%m-%d}" "heroku-audit-trail {__version__}"',
@@ -45,18 +49,15 @@ def manpage() -> str:
         ".SH COMMANDS",
     ]
     for name, child in subcommands(parser):
-        usage = child.format_usage().replace("usage: ", "").strip()
-        out += [
-            ".SS " + name,
-            ".nf",
-            roff(usage),
-            ".fi",
-            ".PP",
-            ".nf",
-            roff(child.format_help()),
-            ".fi",
-        ]
+        # The help begins with the usage: it is not written a second time.
+        out += [".SS " + name, ".nf", roff(child.format_help()), ".fi"]
     out += [".SH EXAMPLES", ".nf", roff(EXAMPLES), ".fi"]
+    out += [
+        ".SH FILES",
+        "Cursors, run records and backfill records are kept in --state-dir, by default "
+        "$XDG_STATE_HOME/heroku-audit-trail (~/.local/state/heroku-audit-trail when "
+        "XDG_STATE_HOME is unset).",
+    ]
     out += [".SH SEE ALSO", "/usr/share/doc/heroku-audit-trail/README.md.gz"]
     return "\n".join(out) + "\n"
 

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from heroku_audit_trail import cli
+from heroku_audit_trail.commands.settings import build_settings
 
 TOKEN = "HRKU-cli-unit-secret-token-0123456789"
 
@@ -48,8 +49,10 @@ def test_a_bug_is_exit_70_and_one_json_line_without_the_token(
     def explode(*args: object, **kwargs: object) -> int:
         raise RuntimeError(f"unexpected state while holding {TOKEN}")
 
+    from heroku_audit_trail.commands import poll
+
     monkeypatch.setattr(
-        cli, "run_poll", lambda settings, env, guard, log: explode(env["HEROKU_API_KEY"])
+        poll, "run_poll", lambda settings, env, guard, log: explode(env["HEROKU_API_KEY"])
     )
     code = cli.main(["poll"], env(tmp_path))
     assert code == 70
@@ -70,17 +73,15 @@ def test_no_command_is_64(tmp_path: Path) -> None:
 
 
 def test_flag_wins_over_environment(tmp_path: Path) -> None:
-    args = cli.build_parser().parse_args(
-        ["poll", "--enterprise", "flagged", "--lookback-days", "3"]
-    )
-    settings = cli.build_settings(
+    args = cli.parse(["poll", "--enterprise", "flagged", "--lookback-days", "3"])
+    settings = build_settings(
         args, {**env(tmp_path), "HEROKU_AUDIT_LOOKBACK_DAYS": "5", "HEROKU_AUDIT_MIN_INTERVAL": "7"}
     )
     assert settings.enterprises == ("flagged",)
     assert settings.lookback_days == 3 and settings.min_interval == 7
     assert settings.max_runtime == 50 and settings.rate_limit_floor == 500
-    backfill = cli.build_parser().parse_args(["backfill", "--since", "2026-01-01"])
-    assert cli.build_settings(backfill, env(tmp_path)).max_runtime is None
+    backfill = cli.parse(["backfill", "--since", "2026-01-01"])
+    assert build_settings(backfill, env(tmp_path), max_runtime=None).max_runtime is None
 
 
 def test_masking_ignores_secrets_too_short_to_be_tokens() -> None:
@@ -122,7 +123,7 @@ def test_help_teaches_and_flags_belong_to_their_commands(
     # A flag a command does not use is still accepted there (one set of flags for every
     # command, as shippers and scripts pass them), just not shown in its help.
     for elsewhere in (["check", "--format", "heroku"], ["state", "list", "--min-interval", "5"]):
-        assert cli.build_parser().parse_args(elsewhere).command in ("check", "state")
+        assert cli.parse(elsewhere).command in ("check", "state")
 
 
 @pytest.mark.parametrize(
@@ -192,3 +193,20 @@ def test_sigterm_while_the_metrics_file_is_written_is_143(
     assert cli.main(["poll", "--metrics-file", str(prom)], settings) == 143
     assert 'heroku_audit_trail_last_exit_code{enterprise="acme"} 0' in prom.read_text()
     assert "SIGTERM" in stderr.getvalue()
+
+
+def test_the_man_page_shows_each_usage_once_and_not_the_build_machines_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "builder"))
+    path = Path(__file__).parent.parent / "packaging" / "manpage.py"
+    spec = importlib.util.spec_from_file_location("manpage", path)
+    assert spec is not None and spec.loader is not None
+    manpage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(manpage)
+    page = manpage.manpage()
+    assert str(tmp_path) not in page and "$XDG_STATE_HOME/heroku-audit-trail" in page
+    commands = [name for name, _ in manpage.subcommands(cli.build_parser())]
+    assert page.count("usage: heroku-audit-trail") == len(commands)

@@ -12,13 +12,14 @@ import orjson
 import pytest
 
 from heroku_audit_trail.api import Page
+from heroku_audit_trail.commands.poll import due_enterprises, poll_each
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import ApiUnavailableError, ConfigError
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
-from heroku_audit_trail.poll import Poller, due_enterprises
+from heroku_audit_trail.poll import Poller
 from heroku_audit_trail.schedule import Backoff, after_failure, skip_reason
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
@@ -105,7 +106,7 @@ def poll(
         StopGuard(),
         now=lambda: now,
     )
-    code = poller.run(poller.settings.enterprises)
+    code = poll_each(poller, list(poller.settings.enterprises), poller.log, {})
     return code, [orjson.loads(line)["event"]["id"] for line in out.getvalue().splitlines()]
 
 
@@ -200,7 +201,7 @@ def test_a_corrupt_state_fails_only_its_own_partition(tmp_path: Path) -> None:
     )
     due = due_enterprises(enterprise_settings, NOW, Log(stream=io.StringIO()))
     assert due == ["broken", "acme"]
-    assert poller.run(due) == 65
+    assert poll_each(poller, due, poller.log, {}) == 65
     assert [orjson.loads(line)["event"]["id"] for line in out.getvalue().splitlines()] == [
         f"{TODAY}-1"
     ]
@@ -243,6 +244,6 @@ def test_a_deadline_striking_while_a_failure_is_saved_keeps_the_record(
         guard,
         now=lambda: NOW,
     )
-    assert poller.run(poller.settings.enterprises) == 69
+    assert poll_each(poller, list(poller.settings.enterprises), poller.log, {}) == 69
     state = StateStore(tmp_path, Partition("acme")).load()
     assert state is not None and state.backoff is not None and state.backoff.failures == 1

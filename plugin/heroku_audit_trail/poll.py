@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -27,15 +26,11 @@ from heroku_audit_trail.days.window import (
 )
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
-    EX_IOERR,
-    EX_SIGINT,
-    EX_SIGTERM,
     EX_SOFTWARE,
     ApiUnavailableError,
     AuditTrailError,
     ConfigError,
     DeadlineError,
-    LockHeldError,
     MalformedDataError,
     PermissionDeniedError,
     RateLimitedError,
@@ -45,7 +40,7 @@ from heroku_audit_trail.errors import (
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.runs import Attempt, Tally
-from heroku_audit_trail.schedule import after_failure, skip_reason
+from heroku_audit_trail.schedule import after_failure
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
     from heroku_audit_trail.api import HerokuClient, Page
@@ -53,60 +48,6 @@ if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the sk
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
-    """The partitions --min-interval and the failure backoff let run now; the others are
-    skipped, and logged only for a person at a terminal."""
-    due = []
-    for enterprise in settings.enterprises:
-        store = StateStore(settings.state_dir, Partition(enterprise, settings.filters))
-        try:
-            state = store.load()
-        except AuditTrailError:
-            state = None  # a corrupt or unreadable state is reported by its own partition's run
-        reason = None
-        if state is not None:
-            started = (state.last_run or {}).get("started_at")
-            reason = skip_reason(started, state.backoff, now, settings.min_interval)
-        if reason is None:
-            due.append(enterprise)
-        elif sys.stderr is not None and sys.stderr.isatty():
-            # Only for a person: under Fluent Bit's 1 s interval this would be a line a second.
-            log.info(reason, enterprise=enterprise)
-    return due
-
-
-def each_partition(
-    enterprises: Sequence[str],
-    work: Callable[[str], None],
-    log: Log,
-    exit_codes: dict[str, int] | None = None,
-) -> int:
-    """Run `work` per enterprise; a failure of one does not stop the others. First failure
-    wins. `exit_codes`, when given, gets each enterprise's own code."""
-    first_failure = 0
-    for enterprise in enterprises:
-        try:
-            work(enterprise)
-            if exit_codes is not None:
-                exit_codes[enterprise] = 0
-        except AuditTrailError as error:
-            if exit_codes is not None:
-                exit_codes[enterprise] = error.exit_code
-            # An overlapping run or a stop asked for needs nobody's action: not an error line
-            # (a shipper may route those to alerting).
-            tell = log.warning if isinstance(error, (LockHeldError, StoppedError)) else log.error
-            tell(
-                str(error),
-                enterprise=enterprise,
-                exit_code=error.exit_code,
-                request_id=error.request_id,
-            )
-            first_failure = first_failure or error.exit_code
-            if error.exit_code in (EX_IOERR, EX_SIGINT, EX_SIGTERM):
-                break  # no reader left, or told to stop: nothing more can be delivered
-    return first_failure
 
 
 @dataclass
@@ -164,28 +105,51 @@ class Poller:
         self.slots = threading.BoundedSemaphore(settings.concurrency)
         self.ahead_limit = 2 * settings.concurrency
         self.runs: list[PartitionRun] = []
+        self.today = now().date()
 
-    def run(self, enterprises: Sequence[str], exit_codes: dict[str, int] | None = None) -> int:
-        """Every partition, each in its turn (the first failure is the exit code); their
-        pages are fetched side by side, and printed and committed partition by partition,
-        day by day, as with one request at a time."""
-        today = self.now().date()
+    @contextmanager
+    def opened(self, enterprises: Sequence[str]) -> Iterator[list[str]]:
+        """Every partition locked and loaded, first accounts looked up and first days fetched
+        ahead; yields the order to poll them in (the one that succeeded longest ago first: a
+        run that cannot read every account before its deadline moves each on in turn)."""
+        today = self.today = self.now().date()  # one date for the whole run
         with ExitStack() as held:
             self.runs = [self._open(enterprise, held) for enterprise in enterprises]
-            # The partition that succeeded longest ago goes first: a run that cannot read
-            # every account before its deadline still moves each one on in turn.
             self.runs.sort(key=last_success)
-            enterprises = [run.partition.enterprise for run in self.runs]
             try:
                 self._look_up_accounts(today)
-                by_name = {run.partition.enterprise: run for run in self.runs}
-                return each_partition(
-                    enterprises, lambda name: self._poll(by_name[name], today), self.log, exit_codes
-                )
+                yield [run.partition.enterprise for run in self.runs]
             finally:
                 for run in self.runs:
                     for _, source in run.ahead.values():
                         source.close()
+
+    def poll_partition(self, enterprise: str) -> None:
+        """One partition's turn (opened); what it did is kept in `attempts`, for its run
+        record (written by the command, whatever happened here)."""
+        run = next(run for run in self.runs if run.partition.enterprise == enterprise)
+        exit_code = EX_SOFTWARE  # until it ends otherwise
+        try:
+            if run.state is None:
+                assert run.failure is not None
+                raise run.failure
+            self._poll_state(run, run.state, self.today)
+            exit_code = 0
+        except AuditTrailError as error:
+            exit_code = error.exit_code
+            raise
+        finally:
+            requests = run.tally.requests
+            self.attempts[run.partition.enterprise] = Attempt(
+                started=run.started_at,
+                exit_code=exit_code,
+                events_emitted=run.report.events_emitted,
+                requests=requests,
+                rate_limit_remaining=self.client.rate_limit_remaining if requests else None,
+            )
+            for _, source in run.ahead.values():
+                source.close()
+            run.ahead.clear()
 
     def _open(self, enterprise: str, held: ExitStack) -> PartitionRun:
         """The partition locked and its state loaded; a failure is kept for its turn."""
@@ -241,32 +205,6 @@ class Poller:
     def _look_up(self, name: str, tally: Tally) -> dict[str, Any]:
         with self.slots:
             return self.client.enterprise_account(name, tally)
-
-    def _poll(self, run: PartitionRun, today: date) -> None:
-        """One partition's turn; what it did is kept in `attempts`, for its run record
-        (written by the command, whatever happened here)."""
-        exit_code = EX_SOFTWARE  # until it ends otherwise
-        try:
-            if run.state is None:
-                assert run.failure is not None
-                raise run.failure
-            self._poll_state(run, run.state, today)
-            exit_code = 0
-        except AuditTrailError as error:
-            exit_code = error.exit_code
-            raise
-        finally:
-            requests = run.tally.requests
-            self.attempts[run.partition.enterprise] = Attempt(
-                started=run.started_at,
-                exit_code=exit_code,
-                events_emitted=run.report.events_emitted,
-                requests=requests,
-                rate_limit_remaining=self.client.rate_limit_remaining if requests else None,
-            )
-            for _, source in run.ahead.values():
-                source.close()
-            run.ahead.clear()
 
     def _poll_state(self, run: PartitionRun, state: State, today: date) -> None:
         clock_start = time.monotonic()

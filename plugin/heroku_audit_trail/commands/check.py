@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -11,11 +12,14 @@ from typing import Any
 import orjson
 
 from heroku_audit_trail.api import HerokuClient
+from heroku_audit_trail.commands import options
+from heroku_audit_trail.commands.settings import build_settings, make_client
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import Partition, StateStore, remove_file, write_atomic
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockHeldError
 from heroku_audit_trail.logs import Log, printable
+from heroku_audit_trail.output import StopGuard
 
 
 @dataclass
@@ -183,3 +187,26 @@ def run_check(
     for enterprise, code, steps, _ in results:
         log_failure(enterprise, code, steps, log, same_terminal=False)
     return first_failure
+
+
+DESCRIPTION = (
+    "Walk the troubleshooting steps: state directory, token, enterprise account, "
+    "permission, today's events, rate limit. Exit 0 only when poll would work."
+)
+EPILOG = """\
+examples:
+  heroku-audit-trail check
+  heroku-audit-trail check --json | jq .steps
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.reading(parser)
+    options.output(parser, hidden=True)
+    options.scheduling(parser, hidden=True)
+    parser.add_argument("--json", action="store_true", help="one JSON object per account on stdout")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
+    settings = build_settings(args, env, log)
+    return run_check(settings, lambda: make_client(settings, env, log), args.json, log)

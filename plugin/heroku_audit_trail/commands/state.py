@@ -3,12 +3,16 @@ or a cursor removed (under the run lock)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from heroku_audit_trail.commands import options
+from heroku_audit_trail.commands.settings import build_settings, state_dir_of
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import (
     Partition,
@@ -27,6 +31,7 @@ from heroku_audit_trail.errors import (
     UsageError,
 )
 from heroku_audit_trail.logs import Log, printable
+from heroku_audit_trail.output import StopGuard
 from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
 from heroku_audit_trail.runs import load as load_runs
 from heroku_audit_trail.runs import record_path
@@ -195,3 +200,49 @@ def run_state_list(state_dir: Path, as_json: bool, log: Log) -> int:
     sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")
     sys.stdout.flush()
     return EX_OK
+
+
+DESCRIPTION = "What the state directory holds: list every cursor, show one, or reset one."
+EPILOG = """\
+examples:
+  heroku-audit-trail state list
+  heroku-audit-trail state show --json
+"""
+
+
+def _unused(parser: argparse.ArgumentParser) -> None:
+    """Flags of other commands, accepted and not shown: one set of flags for every command."""
+    options.api(parser, hidden=True)
+    options.output(parser, hidden=True)
+    options.scheduling(parser, hidden=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="every poll cursor and backfill in progress")
+    options.account(listing)
+    options.filters(listing, hidden=True)
+    _unused(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    show = actions.add_parser("show", help="a partition's cursor: a summary, or --json")
+    options.account(show)
+    options.filters(show)
+    _unused(show)
+    show.add_argument("--json", action="store_true", help="the state document as JSON")
+    reset = actions.add_parser("reset", help="remove a partition's cursor")
+    options.account(reset)
+    options.filters(reset)
+    _unused(reset)
+    reset.add_argument("-y", "--yes", action="store_true", help="confirm the reset")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
+    if args.state_command == "list":  # every partition in the dir: no --enterprise needed
+        return run_state_list(state_dir_of(args, env), args.json, log)
+    return run_state(
+        build_settings(args, env, log),
+        args.state_command,
+        confirmed=getattr(args, "yes", False),
+        as_json=getattr(args, "json", False),
+        log=log,
+    )

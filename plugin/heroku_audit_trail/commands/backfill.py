@@ -8,13 +8,14 @@ bounded by one day (events API) or one month (archives). The poll cursor is neve
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 import shlex
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +25,8 @@ import orjson
 
 from heroku_audit_trail.api import HerokuClient, Page
 from heroku_audit_trail.archives import read_month
+from heroku_audit_trail.commands import each_partition, options
+from heroku_audit_trail.commands.settings import arm_deadline, build_settings, make_client
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.cursor import (
     ensure_state_dir,
@@ -42,8 +45,7 @@ from heroku_audit_trail.errors import (
     UsageError,
 )
 from heroku_audit_trail.logs import Log
-from heroku_audit_trail.output import EventWriter, Progress, StopGuard
-from heroku_audit_trail.poll import each_partition
+from heroku_audit_trail.output import EventWriter, Progress, StopGuard, stdout_binary
 
 RECORD_VERSION = 1
 
@@ -376,3 +378,56 @@ def run_backfill(
         backfill.run(plan, today)
 
     return each_partition(settings.enterprises, one, log)
+
+
+DESCRIPTION = (
+    "Print the events of past days, day by day, through the events API or the monthly "
+    "archives. Resumable: run the same command again after any stop. Never moves the "
+    "poll cursor."
+)
+EPILOG = """\
+examples:
+  heroku-audit-trail backfill --since 90d >> history.jsonl   # >>: a rerun carries on
+  heroku-audit-trail backfill --since 2026-01-01 --until 2026-06-30 --archives
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.reading(parser)
+    options.output(parser)
+    options.scheduling(parser, hidden=True)
+    days = parser.add_argument_group("range")
+    days.add_argument(
+        "--since",
+        required=True,
+        type=options.day_argument,
+        metavar="DAY",
+        help="first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC)",
+    )
+    days.add_argument(
+        "--until",
+        type=options.day_argument,
+        metavar="DAY",
+        help="last day, inclusive (default yesterday)",
+    )
+    days.add_argument(
+        "--archives", action="store_true", help="read the monthly archives (SHA-256 checked)"
+    )
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
+    settings = build_settings(args, env, log, max_runtime=None)  # a person's: no deadline
+    writer = EventWriter(stdout_binary(), log, guard)
+    writer.warn_long_lines = False  # Fluent Bit's Buf_Size is poll's concern
+    arm_deadline(settings, guard)
+    return run_backfill(
+        settings,
+        lambda: make_client(settings, env, log),
+        writer,
+        guard,
+        log,
+        args.since,
+        args.until,
+        args.archives,
+        tuple(getattr(args, "command_line", ())),
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from heroku_audit_trail.api import Deadline, HerokuClient
+from heroku_audit_trail.commands.poll import poll_each
 from heroku_audit_trail.config import Secret, Settings
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
@@ -33,10 +36,26 @@ def run_demo(seed: int, guard: StopGuard, log: Log) -> int:
             simulator.url, Secret(DEMO_TOKEN, "demo"), deadline=Deadline(settings.max_runtime)
         )
         writer = EventWriter(stdout_binary(), log)
-        code = Poller(settings, client, writer, log, guard).run(settings.enterprises)
+        poller = Poller(settings, client, writer, log, guard)
+        code = poll_each(poller, list(settings.enterprises), log, {})
         log.info(
             f"demo: printed {writer.lines_written} events from a local Heroku API simulator "
             f"at {simulator.url}; next: 'heroku-audit-trail simulate' to wire up a shipper, "
             "or set HEROKU_API_KEY and HEROKU_ENTERPRISE and run 'heroku-audit-trail check'"
         )
     return code
+
+
+DESCRIPTION = (
+    "Start a simulator in-process, poll it into a temporary state directory and print "
+    "its events: the quickest look at the output."
+)
+EPILOG = "example:\n  heroku-audit-trail demo | head -3\n"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=1, help="same seed, same events (default 1)")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
+    return run_demo(args.seed, guard, log)

@@ -11,11 +11,12 @@ hand (like `aws cloudtrail lookup-events --max-results`); what is printed is alw
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import sys
 import threading
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Any, BinaryIO
@@ -23,6 +24,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from heroku_audit_trail.api import HerokuClient, Page
+from heroku_audit_trail.commands import each_partition, options
+from heroku_audit_trail.commands.settings import arm_deadline, build_settings, make_client
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.days.ahead import days_ahead
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
@@ -38,8 +41,7 @@ from heroku_audit_trail.ecs import (
 )
 from heroku_audit_trail.errors import UsageError
 from heroku_audit_trail.logs import Log, printable
-from heroku_audit_trail.output import EventWriter, Progress, StopGuard
-from heroku_audit_trail.poll import each_partition
+from heroku_audit_trail.output import EventWriter, Progress, StopGuard, stdout_binary
 
 HEADERS = ("TIME (UTC)", "ACTOR", "ACTION", "TARGET", "IP")
 
@@ -266,3 +268,61 @@ def run_events(
         rate_limit_remaining=client.rate_limit_remaining,
     )
     return code
+
+
+DESCRIPTION = (
+    "Look up the events of a range of days (default today) as a person would: filtered "
+    "by the API (--type, --action, --actor) and by app, a table on a terminal, ECS JSON "
+    "lines otherwise. Keeps no state and takes no lock: safe beside a running poll."
+)
+EPILOG = """\
+examples:
+  heroku-audit-trail events --since yesterday --type app --action destroy
+  heroku-audit-trail events --since 7d --actor alice@example.com
+  heroku-audit-trail events --since 30d --app acme-prod --limit 20
+  heroku-audit-trail events --since 7d --output jsonl | jq -r .message
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.reading(parser, keeps_state=False)
+    options.output(parser, hidden=True)
+    options.scheduling(parser, hidden=True)
+    look_up = parser.add_argument_group("look-up")
+    look_up.add_argument(
+        "--since",
+        type=options.day_argument,
+        metavar="DAY",
+        help="first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC; default today)",
+    )
+    look_up.add_argument(
+        "--until",
+        type=options.day_argument,
+        metavar="DAY",
+        help="last day, inclusive (default today)",
+    )
+    look_up.add_argument("--app", metavar="NAME", help="only events about this app (name or id)")
+    look_up.add_argument(
+        "--limit",
+        type=options.number(int, 1),
+        metavar="N",
+        help="only the N most recent events; older days are then not read",
+    )
+    look_up.add_argument(
+        "--output",
+        choices=["table", "jsonl", "heroku"],
+        help="table, ECS JSON lines or the API's objects (default: table on a terminal, "
+        "jsonl otherwise)",
+    )
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
+    settings = build_settings(args, env, log, max_runtime=None)  # a person's: no deadline
+    since, until = resolve_days(args.since, args.until, datetime.now(timezone.utc).date())
+    on_terminal = sys.stdout is not None and sys.stdout.isatty()
+    output = args.output or ("heroku" if args.output_format == "heroku" else None)
+    output = output or ("table" if on_terminal else "jsonl")
+    query = Query(since, until, args.app, args.limit, output)
+    arm_deadline(settings, guard)
+    client = make_client(settings, env, log)
+    return run_events(settings, client, query, stdout_binary(), log, guard)
