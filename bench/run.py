@@ -48,11 +48,11 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_poll import floor_fetch
 
-from heroku_audit_trail.cursor import Partition, StateStore, parse_state, write_atomic
 from heroku_audit_trail.ecs import format_time, render
 from heroku_audit_trail.eventgen import generate_day
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 from heroku_audit_trail.simulators import AccountRouter
+from heroku_audit_trail.state import Partition, StateStore, parse_state, write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -311,3 +311,18 @@ def test_an_abandoned_day_makes_no_further_request_and_counts_none() -> None:
         next(late.day_pages("acct-1", DAY, abandoned=left_in_flight))
     assert len(responses.calls) == 1
     assert late.requests_made == 0 and late.rate_limit_remaining is None
+
+
+@responses.activate
+def test_rate_limit_remaining_is_the_lowest_of_answers_that_came_in_any_order() -> None:
+    """Days fetched side by side answer in any order: the quota left is the lowest seen."""
+    for remaining in ("4497", "4499"):  # the later request's answer read first
+        responses.get(
+            f"{API}/enterprise-accounts/acme",
+            json={"id": "acct-1", "name": "acme"},
+            headers={"RateLimit-Remaining": remaining},
+        )
+    api = client()
+    api.enterprise_account("acme")
+    api.enterprise_account("acme")
+    assert api.rate_limit_remaining == 4497

@@ -155,7 +155,7 @@ def test_an_option_of_another_command_says_whose_it_is(tmp_path: Path, stderr: S
 def test_an_overlapping_run_is_a_warning_not_an_error(tmp_path: Path, stderr: Stderr) -> None:
     """The lock held by another run needs nobody's action: a shipper that routes error
     lines to alerting must not page anyone for it (exit 75 all the same)."""
-    from heroku_audit_trail.cursor import Partition, StateStore
+    from heroku_audit_trail.state import Partition, StateStore
 
     store = StateStore(tmp_path, Partition("acme"))
     store.ensure_dir()
@@ -174,13 +174,13 @@ def test_sigterm_while_the_metrics_file_is_written_is_143(
     from datetime import datetime, timezone
 
     from heroku_audit_trail import metrics
-    from heroku_audit_trail.cursor import Partition, State, StateStore
-    from heroku_audit_trail.ecs import format_time
+    from heroku_audit_trail.state import LastRun, Partition, State, StateStore
 
     store = StateStore(tmp_path, Partition("acme"))
     store.ensure_dir()
-    started = format_time(datetime.now(timezone.utc))
-    store.save(State(partition={"enterprise": "acme"}, last_run={"started_at": started}))
+    started = datetime.now(timezone.utc)
+    last_run = LastRun(started, started, 1, 1, 1, None)
+    store.save(State(partition=Partition("acme"), last_run=last_run))
     collect = metrics.collect
 
     def collect_then_sigterm(state_dir: Path) -> list[metrics.Sample]:

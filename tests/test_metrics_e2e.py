@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.simulator import Simulator
+from heroku_audit_trail.state import Partition, StateStore
 
 from .conftest import Cli, utc_today
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from heroku_audit_trail.cursor import Partition, State, StateStore
 from heroku_audit_trail.errors import MalformedDataError
 from heroku_audit_trail.metrics import collect, render, sample_of
 from heroku_audit_trail.runs import Attempt, RunRecord, after, parse_record, record_path, save
+from heroku_audit_trail.state import LastRun, Partition, State, StateStore
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 ACME = {"enterprise": "acme"}
@@ -52,7 +52,7 @@ def test_the_metrics_are_a_projection_of_states_and_records(tmp_path: Path) -> N
     """No previous metrics file is read: the same state dir gives the same file."""
     store = StateStore(tmp_path, Partition("acme"))
     store.ensure_dir()
-    store.save(State(partition=ACME, closed_through=date(2026, 11, 29)))
+    store.save(State(partition=Partition.from_dict(ACME), closed_through=date(2026, 11, 29)))
     record = after(None, ACME, Attempt(at(0), 0, events_emitted=5, requests=2))
     record = after(record, ACME, Attempt(at(5), 77, requests=1))
     save(record_path(tmp_path, Partition("acme")), record)
@@ -70,10 +70,7 @@ def test_the_metrics_are_a_projection_of_states_and_records(tmp_path: Path) -> N
 
 
 def test_an_older_state_without_a_record_still_has_its_sample() -> None:
-    state = State(
-        partition=ACME,
-        last_run={"started_at": "2026-12-01T12:00:00.000000Z", "events_emitted": 3},
-    )
+    state = State(partition=Partition("acme"), last_run=LastRun(T0, T0, 1, 3, 2, None))
     sample = sample_of(state, None)
     assert sample is not None and sample.values["last_success_timestamp_seconds"] == T0.timestamp()
     assert sample_of(None, None) is None

@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 import pytest
 
-from heroku_audit_trail.cursor import DayState
 from heroku_audit_trail.days.window import (
     REWIND_LIMIT_DAYS,
     advance_closed_through,
@@ -19,6 +18,7 @@ from heroku_audit_trail.days.window import (
     reading_order,
     rewound,
 )
+from heroku_audit_trail.state import DayState
 
 TODAY = date(2026, 11, 24)
 

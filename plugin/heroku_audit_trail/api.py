@@ -558,7 +558,13 @@ class HerokuClient:
         self.server_time = _http_date(response.headers.get("Date", "")) or self.server_time
         remaining = response.headers.get("RateLimit-Remaining", "").strip()
         if remaining.isdigit():
-            self.rate_limit_remaining = int(remaining)
+            # The lowest of the run: answers to requests side by side come in any order, and
+            # within a run the quota only refills by a little.
+            with self._counting:
+                seen = self.rate_limit_remaining
+                self.rate_limit_remaining = min(
+                    int(remaining), seen if seen is not None else 1 << 62
+                )
 
     def _check_floor(self) -> None:
         remaining = self.rate_limit_remaining

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from heroku_audit_trail.cursor import State, parse_state, read_private, regular_files
 from heroku_audit_trail.errors import AuditTrailError, StateWriteError
 from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
 from heroku_audit_trail.runs import RunRecord, parse_record
 from heroku_audit_trail.schedule import parse_stamp
+from heroku_audit_trail.state import State, parse_state, read_private, regular_files
 
 PREFIX = "heroku_audit_trail_"
 METRICS: tuple[tuple[str, str], ...] = (
@@ -31,7 +31,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ),
     ("events_emitted_total", "Events printed by all runs recorded for this partition."),
     ("requests", "API requests made by the last run that called the API."),
-    ("rate_limit_remaining", "The last RateLimit-Remaining seen."),
+    ("rate_limit_remaining", "The lowest RateLimit-Remaining of the last run that saw one."),
     ("closed_through_timestamp_seconds", "Midnight UTC after the last closed day."),
     ("consecutive_failures", "Failed runs in a row (0 after a success)."),
 )
@@ -76,7 +76,7 @@ def sample_of(state: State | None, record: RunRecord | None) -> Sample | None:
         api_run = record.last_api_run
         success = record.last_success
         if success is None and state is not None:  # a record begun after an older version's
-            success = parse_stamp((state.last_run or {}).get("started_at"))
+            success = state.last_success
         values: dict[str, float | None] = {
             "last_run_timestamp_seconds": record.last.started.timestamp(),
             "last_success_timestamp_seconds": success.timestamp() if success else None,
@@ -89,17 +89,19 @@ def sample_of(state: State | None, record: RunRecord | None) -> Sample | None:
         }
         partition = record.partition
     elif state is not None:
-        attempt = state.last_attempt or state.last_run or {}
+        # An older version's state, no run record yet: its last attempt, else its last success.
+        attempt = state.last_attempt or (state.last_run.to_json() if state.last_run else {})
+        success = state.last_success
         values = {
             "last_run_timestamp_seconds": _seconds(attempt.get("started_at")),
-            "last_success_timestamp_seconds": _seconds((state.last_run or {}).get("started_at")),
+            "last_success_timestamp_seconds": success.timestamp() if success else None,
             "last_exit_code": _number(attempt.get("exit_code", 0)),
             "events_emitted": _number(attempt.get("events_emitted")),
             "requests": _number(attempt.get("requests")),
             "rate_limit_remaining": _number(attempt.get("rate_limit_remaining")),
             "consecutive_failures": _number(attempt.get("failures_in_a_row", 0)),
         }
-        partition = state.partition
+        partition = state.partition.as_dict()
     else:
         return None
     values["closed_through_timestamp_seconds"] = (

@@ -6,41 +6,42 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.cursor import DayState, Partition, State, StateStore
 from heroku_audit_trail.days.ahead import ReadAhead
+from heroku_audit_trail.days.clock import Clocks
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
 from heroku_audit_trail.days.window import (
-    advance_closed_through,
     days_to_read,
     first_closed_through,
     horizon,
-    lookback_grew,
-    may_close,
     reading_order,
-    rewound,
 )
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
     EX_SOFTWARE,
-    ApiUnavailableError,
     AuditTrailError,
-    ConfigError,
     DeadlineError,
-    MalformedDataError,
-    PermissionDeniedError,
-    RateLimitedError,
     StateWriteError,
     StoppedError,
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.runs import Attempt, Tally
-from heroku_audit_trail.schedule import after_failure
+from heroku_audit_trail.schedule import after_failure, backs_off_after
+from heroku_audit_trail.state import (
+    Account,
+    DayState,
+    LastRun,
+    Partition,
+    State,
+    StateStore,
+    close_old_days,
+    next_day_state,
+)
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
     from heroku_audit_trail.api import HerokuClient, Page
@@ -61,7 +62,6 @@ class RunReport:
 
 
 MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a thousand log lines
-CLOCK_SKEW_WARNING = timedelta(minutes=5)  # the Date header has whole seconds; networks lag
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Poller:
         self.now = now
         self.accounts_read: set[str | None] = set()  # by id: a name and an id may be one account
         self.attempts: dict[str, Attempt] = {}  # by enterprise: what each partition's run did
-        self.clocks_compared = False
+        self.clocks = Clocks(now, lambda: client.server_time)
         # --concurrency: requests in flight at once; twice as many days fetched ahead, each at
         # most one page ahead, so memory holds a few pages more, whatever the accounts.
         self.slots = threading.BoundedSemaphore(settings.concurrency)
@@ -158,7 +158,7 @@ class Poller:
         try:
             run.store.ensure_dir()
             held.enter_context(run.store.lock())
-            run.state = run.store.load() or State(partition=partition.as_dict())
+            run.state = run.store.load() or State(partition=partition)
         except AuditTrailError as error:
             run.failure = error
         return run
@@ -186,15 +186,15 @@ class Poller:
                 run.failure = error
                 continue
             assert run.state is not None
-            run.state.account = {"id": account["id"], "name": str(account.get("name", ""))}
+            run.state.account = Account(account["id"], str(account.get("name", "")))
         lookback = self.settings.lookback_days
         for run in self.runs:
             state = run.state
             if state is not None and state.account is not None and state.closed_through is None:
                 # After the account lookup the server's Date is known: a clock that runs
                 # ahead must not put the first window in the future.
-                trusted = self.trusted_today(today)
-                state.closed_on = self.confirmed(trusted)
+                trusted = self.clocks.trusted_today(today)
+                state.closed_on = self.clocks.confirmed(trusted)
                 state.closed_through = first_closed_through(trusted, lookback)
         self._fetch_ahead(today)
 
@@ -230,14 +230,14 @@ class Poller:
                 self._summary(run, state, clock_start)
             raise
         self._summary(run, state, clock_start)
-        state.last_run = {
-            "started_at": format_time(run.started_at),
-            "finished_at": format_time(self.now()),
-            "days_read": report.days_read,
-            "events_emitted": report.events_emitted,
-            "requests": run.tally.requests,
-            "rate_limit_remaining": self.client.rate_limit_remaining,
-        }
+        state.last_run = LastRun(
+            started_at=run.started_at,
+            finished_at=self.now(),
+            days_read=report.days_read,
+            events_emitted=report.events_emitted,
+            requests=run.tally.requests,
+            rate_limit_remaining=self.client.rate_limit_remaining,
+        )
         state.backoff = None
         with self.guard.critical():
             store.save(state)
@@ -256,19 +256,13 @@ class Poller:
             closed_through=state.closed_through.isoformat() if state.closed_through else None,
         )
 
-    def trusted_today(self, today: date) -> date:
-        """The earlier of our date and the server's (its Date header): days are closed by it,
-        so a clock that runs ahead cannot close a day before it has ended everywhere."""
-        server = self.client.server_time
-        return min(today, server.date()) if server is not None else today
-
     def pending_days(self, run: PartitionRun, state: State, today: date) -> list[date]:
         """The days `run` has still to read, in reading order: made again after each day, as
         closing may have passed days in the list, and Heroku's Date, known after an answer,
         may show this host's clock to be ahead (no day after Heroku's today is read)."""
         if state.closed_through is None or state.account is None:
             return []
-        trusted = self.trusted_today(today)
+        trusted = self.clocks.trusted_today(today)
         days = reading_order(
             days_to_read(state.closed_through, trusted),
             state.open_days,
@@ -281,14 +275,14 @@ class Poller:
         store, report = run.store, run.report
         lookback = self.settings.lookback_days
         assert state.account is not None and state.closed_through is not None
-        if state.closed_through > horizon(today, lookback) and self.client.server_time is None:
+        if state.closed_through > horizon(today, lookback) and not self.clocks.known:
             # The cursor is ahead of this host's window: before moving it back, ask Heroku
             # what day it is (the account, one request), as this host's clock may be behind.
-            self._look_up(state.account["id"], run.tally)
+            self._look_up(state.account.id, run.tally)
         self._rewind_if_ahead(state, today)
         # Prove the state is writable before printing anything (a full or read-only disk).
         store.prove_writable(state)
-        account_id = state.account["id"]
+        account_id = state.account.id
         if account_id in self.accounts_read:
             self.log.warning(
                 f"--enterprise {partition_name(state)} is an account this run has read under "
@@ -318,7 +312,7 @@ class Poller:
         """How a day is asked for now: its ETag (no 304 closes a day: once outside the
         window it is read without If-None-Match), where its pass goes on, its pages so far."""
         kept = state.open_days.get(day, DayState())
-        in_window = day > horizon(self.trusted_today(today), self.settings.lookback_days)
+        in_window = day > horizon(self.clocks.trusted_today(today), self.settings.lookback_days)
         return (
             kept.etag if in_window else None,
             kept.next_range,
@@ -343,7 +337,7 @@ class Poller:
         etag, start_range, pages_before = request
         abandoned = threading.Event()
         source = self.client.day_pages(
-            state.account["id"],
+            state.account.id,
             day,
             self.settings.filters,
             etag=etag,
@@ -361,7 +355,7 @@ class Poller:
         accounts = set(self.accounts_read)
         # Until Heroku's Date is known, one day of one partition: a clock that runs ahead
         # would otherwise send requests for days after Heroku's today.
-        known = self.client.server_time is not None
+        known = self.clocks.known
         per_run = None if known else 1
         for run in self.runs:
             state = run.state
@@ -370,9 +364,9 @@ class Poller:
             pending = self.pending_days(run, state, today)
             if run.done and not pending:
                 continue  # its turn is over
-            if state.account["id"] in accounts and not run.done:
+            if state.account.id in accounts and not run.done:
                 continue  # read under another name: it will be skipped
-            accounts.add(state.account["id"])
+            accounts.add(state.account.id)
             for day in pending[:per_run]:
                 if waiting >= self.ahead_limit:
                     return
@@ -384,57 +378,17 @@ class Poller:
                 return  # the first partition to read only, until an answer brings the Date
 
     def _warn_if_clocks_disagree(self, report: RunReport) -> None:
-        """Once a run, after an answer: a host clock far from Heroku's decides when days
-        close (by the earlier date of the two), which an operator should hear of."""
-        server = self.client.server_time
-        if self.clocks_compared or server is None:
-            return
-        self.clocks_compared = True
-        skew = self.now() - server
-        if abs(skew) < CLOCK_SKEW_WARNING:
-            return
-        minutes = abs(skew).total_seconds() / 60
-        side = "ahead of" if skew > timedelta() else "behind"
-        self._warn(
-            report,
-            f"this host's clock is {minutes:.0f} min {side} "
-            f"Heroku's (its Date header said {format_time(server)}): days are closed by the "
-            "earlier of the two dates; set this host's clock right (NTP)",
-            clock_skew_s=round(skew.total_seconds()),
-        )
-
-    def confirmed(self, day: date) -> date | None:
-        """`day`, if Heroku's Date has confirmed this run's clock; else None."""
-        return day if self.client.server_time is not None else None
+        told = self.clocks.skew_warning()
+        if told is not None:
+            self._warn(report, told[0], clock_skew_s=told[1])
 
     def _rewind_if_ahead(self, state: State, today: date) -> None:
-        """A cursor ahead of today less the lookback (a clock that ran ahead with no Date to
-        correct it, an edited state, a larger --lookback-days) is brought back with a warning,
-        within the bound of `rewound`: a few duplicates, never a silent feed. Today is
-        Heroku's, once its Date is known."""
         assert state.closed_through is not None
-        server = self.client.server_time
-        latest = server.date() if server is not None else today
         lookback = self.settings.lookback_days
-        back = rewound(state.closed_through, latest, lookback, state.closed_on)
-        if back == state.closed_through:
-            return
-        why = (
-            "--lookback-days is larger than when those days were closed"
-            if lookback_grew(state.closed_through, state.closed_on, latest)
-            else "this host's clock was ahead before (or is behind now), the state was edited, "
-            "or --lookback-days grew"
-        )
-        bounded = back > horizon(latest, lookback)
-        self.log.warning(
-            f"the state's closed_through {state.closed_through} is ahead of today "
-            f"({latest} UTC) less the lookback: {why}; reading again from "
-            f"{back + timedelta(days=1)}"
-            + (" (a cursor is moved back no further than that in a run)" if bounded else "")
-            + " (events printed before may be printed twice; event.id tells them apart)",
-            enterprise=partition_name(state),
-        )
-        state.closed_through = back
+        back = self.clocks.rewind(state.closed_through, state.closed_on, today, lookback)
+        if back is not None:
+            self.log.warning(back.warning, enterprise=partition_name(state))
+            state.closed_through = back.closed_through
 
     def _read_day(
         self,
@@ -461,12 +415,12 @@ class Poller:
             report.events_emitted += result.printed
             report.degraded += result.degraded
             report.days_read += result.reached_end and result.all_printed
-            if day > self.trusted_today(today):
+            if day > self.clocks.trusted_today(today):
                 return  # read before Heroku's Date showed it to be in the future: keep nothing
             state.open_days[day] = next_day_state(day_state, result)
             closed_before = state.closed_through
-            trusted = self.trusted_today(today)
-            close_old_days(state, trusted, lookback, self.confirmed(trusted))
+            trusted = self.clocks.trusted_today(today)
+            close_old_days(state, trusted, lookback, self.clocks.confirmed(trusted))
             changed = state.open_days.get(day) != day_state
             if changed or state.closed_through != closed_before:
                 store.save(state)  # a 304 day changes nothing: no rewrite of the file
@@ -480,7 +434,7 @@ class Poller:
             self.guard,
             commit,
             warn=lambda message, **fields: self._warn(report, message, **fields),
-            pass_date=lambda: self.trusted_today(today),
+            pass_date=lambda: self.clocks.trusted_today(today),
             before_printing=room_for,
         )
 
@@ -492,58 +446,11 @@ class Poller:
             self.log.warning("more warnings in this run are not shown; see the poll summary")
 
 
-def last_success(run: PartitionRun) -> str:
-    """When a partition's last successful run started ("" for never, or unknown)."""
-    started = ((run.state.last_run if run.state else None) or {}).get("started_at")
-    return started if isinstance(started, str) else ""
+def last_success(run: PartitionRun) -> datetime:
+    """When a partition's last successful run started (the epoch for never, or unknown)."""
+    success = run.state.last_success if run.state else None
+    return success or datetime.fromtimestamp(0, timezone.utc)
 
 
 def partition_name(state: State) -> str:
-    return state.partition["enterprise"]
-
-
-def backs_off_after(error: AuditTrailError, reached_api: bool) -> bool:
-    """Whether a failed run starts or continues the failure backoff (DESIGN §3): every
-    failure found in the API's answers (65, 69, 75 from a rate limit, 77, 78), so a revoked
-    token or a proxy answering HTML costs one request a backoff, not one a run. Not a failure
-    found before any request, a deadline, a signal, a lock or this host's own disk."""
-    answered = (MalformedDataError, ApiUnavailableError, PermissionDeniedError, ConfigError)
-    return isinstance(error, RateLimitedError) or (reached_api and isinstance(error, answered))
-
-
-def next_day_state(old: DayState, result: DayPass) -> DayState:
-    """A day's state after a pass over it (pure). A pass cut short while printing keeps the
-    ids printed and goes on next run from where it began; a pass that reached the day's end
-    becomes the day's last full pass; one that stopped early goes on from its Next-Range."""
-    if not result.all_printed:
-        return replace(old, seen=old.seen | result.printed_keys, etag=None)
-    seen = old.seen | result.met
-    started = old.pass_started if old.next_range else result.started
-    if result.reached_end:
-        return DayState(seen, result.etag, None, None, started)
-    pages = (old.pass_pages if old.next_range else 0) + result.pages
-    return DayState(
-        seen,
-        None,
-        result.next_range,
-        started if result.next_range else None,
-        old.full_pass_started,
-        pages if result.next_range else 0,
-    )
-
-
-def close_old_days(state: State, today: date, lookback_days: int, confirmed: date | None) -> None:
-    """Move closed_through over the days that a full pass, begun after they left the lookback
-    window, has read; drop their seen sets. `confirmed`: today, when Heroku's Date agrees."""
-    assert state.closed_through is not None
-    closable = {
-        day
-        for day, day_state in state.open_days.items()
-        if may_close(day, day_state.full_pass_started, lookback_days)
-    }
-    closed_through = advance_closed_through(state.closed_through, today, lookback_days, closable)
-    if closed_through != state.closed_through:
-        state.closed_through = closed_through
-        state.closed_on = confirmed or state.closed_on
-    for day in [day for day in state.open_days if day <= state.closed_through]:
-        del state.open_days[day]
+    return state.partition.enterprise

@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from heroku_audit_trail.cursor import Partition, read_private, write_atomic
 from heroku_audit_trail.errors import MalformedDataError
 from heroku_audit_trail.schedule import parse_stamp
+from heroku_audit_trail.state import Partition, read_private, write_atomic
 
 RECORD_VERSION = 1
 PREFIX = "runs-"

@@ -11,6 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from heroku_audit_trail.errors import (
+    ApiUnavailableError,
+    AuditTrailError,
+    ConfigError,
+    MalformedDataError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
+
 MIN_INTERVAL_SLACK = 5.0  # seconds of scheduler jitter forgiven by --min-interval
 BACKOFF_CAP = 900.0  # seconds: the longest wait after failed runs, Retry-After aside
 RETRY_AFTER_CAP = 3600.0  # a Retry-After longer than an hour is taken as an hour
@@ -80,7 +89,7 @@ def after_failure(previous: Backoff | None, ended: datetime, retry_after: float 
 
 
 def skip_reason(
-    last_success_start: object, backoff: Backoff | None, now: datetime, min_interval: float
+    last_start: datetime | None, backoff: Backoff | None, now: datetime, min_interval: float
 ) -> str | None:
     """Why this run should leave the API alone, or None. `min_interval` 0 turns both off."""
     if min_interval <= 0:
@@ -95,7 +104,6 @@ def skip_reason(
         return None  # a failure after the last success: its start no longer counts
     if backoff is not None:
         return None  # recorded by a clock that was ahead: do not wait for it
-    last_start = parse_stamp(last_success_start)
     if last_start is None:
         return None
     elapsed = (now - last_start).total_seconds()
@@ -105,3 +113,12 @@ def skip_reason(
             f"less than --min-interval {min_interval:.0f} s"
         )
     return None
+
+
+def backs_off_after(error: AuditTrailError, reached_api: bool) -> bool:
+    """Whether a failed run starts or continues the failure backoff (DESIGN §3): every
+    failure found in the API's answers (65, 69, 75 from a rate limit, 77, 78), so a revoked
+    token or a proxy answering HTML costs one request a backoff, not one a run. Not a failure
+    found before any request, a deadline, a signal, a lock or this host's own disk."""
+    answered = (MalformedDataError, ApiUnavailableError, PermissionDeniedError, ConfigError)
+    return isinstance(error, RateLimitedError) or (reached_api and isinstance(error, answered))

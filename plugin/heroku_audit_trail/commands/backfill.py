@@ -28,13 +28,6 @@ from heroku_audit_trail.archives import read_month
 from heroku_audit_trail.commands import each_partition, options
 from heroku_audit_trail.commands.settings import arm_deadline, build_settings, make_client
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.cursor import (
-    ensure_state_dir,
-    exclusive_lock,
-    read_private,
-    remove_file,
-    write_atomic,
-)
 from heroku_audit_trail.days.ahead import days_ahead
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
 from heroku_audit_trail.days.window import date_range, parse_day
@@ -46,6 +39,13 @@ from heroku_audit_trail.errors import (
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard, stdout_binary
+from heroku_audit_trail.state import (
+    ensure_state_dir,
+    exclusive_lock,
+    read_private,
+    remove_file,
+    write_atomic,
+)
 
 RECORD_VERSION = 1
 

@@ -16,13 +16,13 @@ from heroku_audit_trail.commands.settings import (
     read_token,
 )
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.cursor import Partition, StateStore
 from heroku_audit_trail.errors import EX_SOFTWARE, AuditTrailError
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller, utc_now
 from heroku_audit_trail.runs import Attempt
 from heroku_audit_trail.schedule import skip_reason
+from heroku_audit_trail.state import Partition, StateStore
 
 DESCRIPTION = (
     "Print the audit-trail events that are new since the last run, one ECS JSON object "
@@ -104,8 +104,7 @@ def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
             state = None  # a corrupt or unreadable state is reported by its own partition's run
         reason = None
         if state is not None:
-            started = (state.last_run or {}).get("started_at")
-            reason = skip_reason(started, state.backoff, now, settings.min_interval)
+            reason = skip_reason(state.last_success, state.backoff, now, settings.min_interval)
         if reason is None:
             due.append(enterprise)
         elif sys.stderr is not None and sys.stderr.isatty():
@@ -126,8 +125,8 @@ def record_runs(
     (refused before it: no token, the lock held) the exit code alone. A skipped run is
     recorded only for the metrics file (without one, a skip costs no write). A failure to
     write is logged, never the run's."""
-    from heroku_audit_trail.cursor import ensure_state_dir
     from heroku_audit_trail.runs import after, load, record_path, save
+    from heroku_audit_trail.state import ensure_state_dir
 
     for enterprise, code in exit_codes.items():
         skipped = enterprise not in due

@@ -14,14 +14,6 @@ import orjson
 from heroku_audit_trail.commands import options
 from heroku_audit_trail.commands.settings import build_settings, state_dir_of
 from heroku_audit_trail.config import Settings
-from heroku_audit_trail.cursor import (
-    Partition,
-    StateStore,
-    parse_state,
-    read_private,
-    regular_files,
-    remove_file,
-)
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
     EX_OK,
@@ -35,6 +27,14 @@ from heroku_audit_trail.output import StopGuard
 from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
 from heroku_audit_trail.runs import load as load_runs
 from heroku_audit_trail.runs import record_path
+from heroku_audit_trail.state import (
+    Partition,
+    StateStore,
+    parse_state,
+    read_private,
+    regular_files,
+    remove_file,
+)
 
 
 def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool, log: Log) -> int:
@@ -81,9 +81,7 @@ def show(stores: list[StateStore], as_json: bool, min_interval: float) -> int:
             continue
         row = describe(store.path, store.state_dir)
         account = (
-            f"{state.account.get('name')} ({state.account['id']})"
-            if state.account
-            else "not looked up yet"
+            f"{state.account.name} ({state.account.id})" if state.account else "not looked up yet"
         )
         backoff = "none"
         if state.backoff is not None:
@@ -139,16 +137,18 @@ def describe(path: Path, state_dir: Path) -> dict[str, Any]:
         state = parse_state(path, raw)
     except (AuditTrailError, OSError, orjson.JSONDecodeError, KeyError, TypeError) as error:
         return {"kind": "unreadable", "path": str(path), "error": str(error)}
-    filters = {key: value for key, value in state.partition.items() if key != "enterprise"}
+    filters = dict(state.partition.filters)
     try:
         record = load_runs(path.with_name(RUNS_PREFIX + path.name), state_dir)
     except AuditTrailError:
         record = None
-    last = (state.last_attempt or state.last_run) if record is None else None  # older versions
-    success = (state.last_run or {}).get("started_at")
+    # An older version's state, no run record yet: its last attempt, else its last success.
+    last = state.last_attempt or (state.last_run.to_json() if state.last_run else None)
+    last = None if record is not None else last
+    success = format_time(state.last_success) if state.last_success else None
     return {
         "kind": "poll",
-        "enterprise": state.partition.get("enterprise"),
+        "enterprise": state.partition.enterprise,
         "filters": filters,
         "closed_through": state.closed_through.isoformat() if state.closed_through else None,
         "open_days": len(state.open_days),

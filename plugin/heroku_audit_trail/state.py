@@ -1,4 +1,6 @@
-"""The state file per partition: load and validate, atomic save, and the run lock (DESIGN §5)."""
+"""A partition's state: the typed, versioned document (cursor, open days, last success,
+backoff), validated in one place; how a day's pass and closing change it; the file (atomic
+save, no symlinks, not shared) and the run lock (DESIGN §5)."""
 
 from __future__ import annotations
 
@@ -11,17 +13,22 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from heroku_audit_trail.days.window import advance_closed_through, may_close
 from heroku_audit_trail.errors import LockHeldError, MalformedDataError, StateWriteError
-from heroku_audit_trail.schedule import Backoff
+from heroku_audit_trail.schedule import Backoff, parse_stamp
+
+if TYPE_CHECKING:
+    from heroku_audit_trail.days.engine import DayPass
 
 STATE_VERSION = 1
+FILTERS = ("action", "actor", "type")  # a partition's API filters, in this order
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,17 @@ class Partition:
 
     def as_dict(self) -> dict[str, str]:
         return {"enterprise": self.enterprise, **dict(self.filters)}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, str]) -> Partition:
+        """The inverse of as_dict; filters in the order Settings gives them."""
+        return cls(doc["enterprise"], tuple((name, doc[name]) for name in FILTERS if name in doc))
+
+    @property
+    def name(self) -> str:
+        """For a log line: the enterprise, and the filters if any."""
+        shown = ",".join(f"{key}={value}" for key, value in self.filters)
+        return self.enterprise + (f" [{shown}]" if shown else "")
 
     def file_stem(self) -> str:
         digest = hashlib.sha256(orjson.dumps(self.as_dict(), option=orjson.OPT_SORT_KEYS))
@@ -69,32 +87,108 @@ class DayState:
         return doc
 
 
+@dataclass(frozen=True)
+class Account:
+    """The enterprise account the partition's --enterprise named, as the API answered."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The last successful run: when, and what it did."""
+
+    started_at: datetime
+    finished_at: datetime
+    days_read: int
+    events_emitted: int
+    requests: int
+    rate_limit_remaining: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        from heroku_audit_trail.ecs import format_time  # the one time format of the output
+
+        return {
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "days_read": self.days_read,
+            "events_emitted": self.events_emitted,
+            "requests": self.requests,
+            "rate_limit_remaining": self.rate_limit_remaining,
+        }
+
+
 @dataclass
 class State:
-    partition: dict[str, str]
-    account: dict[str, str] | None = None
+    partition: Partition
+    account: Account | None = None
     closed_through: date | None = None
     closed_on: date | None = None  # our (trusted) date when closed_through last moved on
     open_days: dict[date, DayState] = field(default_factory=dict)
-    last_run: dict[str, Any] | None = None  # the last successful run
-    last_attempt: dict[str, Any] | None = None  # an older version's; now in the run record
+    last_run: LastRun | None = None  # the last successful run
+    # What an older version kept of its last attempt (the run record holds it now): read for
+    # `state show` and the metrics until the first run record, never written again.
+    last_attempt: dict[str, Any] | None = None
     backoff: Backoff | None = None  # failed runs since it (DESIGN §3, failure backoff)
+
+    @property
+    def last_success(self) -> datetime | None:
+        return self.last_run.started_at if self.last_run else None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
-            "partition": self.partition,
-            "account": self.account,
+            "partition": self.partition.as_dict(),
+            "account": {"id": self.account.id, "name": self.account.name} if self.account else None,
             "closed_through": self.closed_through.isoformat() if self.closed_through else None,
             "closed_on": self.closed_on.isoformat() if self.closed_on else None,
             "open_days": {
                 day.isoformat(): day_state.to_json()
                 for day, day_state in sorted(self.open_days.items())
             },
-            "last_run": self.last_run,
+            "last_run": self.last_run.to_json() if self.last_run else None,
             "last_attempt": self.last_attempt,
             "backoff": self.backoff.to_json() if self.backoff else None,
         }
+
+
+def next_day_state(old: DayState, result: DayPass) -> DayState:
+    """A day's state after a pass over it (pure). A pass cut short while printing keeps the
+    ids printed and goes on next run from where it began; a pass that reached the day's end
+    becomes the day's last full pass; one that stopped early goes on from its Next-Range."""
+    if not result.all_printed:
+        return replace(old, seen=old.seen | result.printed_keys, etag=None)
+    seen = old.seen | result.met
+    started = old.pass_started if old.next_range else result.started
+    if result.reached_end:
+        return DayState(seen, result.etag, None, None, started)
+    pages = (old.pass_pages if old.next_range else 0) + result.pages
+    return DayState(
+        seen,
+        None,
+        result.next_range,
+        started if result.next_range else None,
+        old.full_pass_started,
+        pages if result.next_range else 0,
+    )
+
+
+def close_old_days(state: State, today: date, lookback_days: int, confirmed: date | None) -> None:
+    """Move closed_through over the days that a full pass, begun after they left the lookback
+    window, has read; drop their seen sets. `confirmed`: today, when Heroku's Date agrees."""
+    assert state.closed_through is not None
+    closable = {
+        day
+        for day, day_state in state.open_days.items()
+        if may_close(day, day_state.full_pass_started, lookback_days)
+    }
+    closed_through = advance_closed_through(state.closed_through, today, lookback_days, closable)
+    if closed_through != state.closed_through:
+        state.closed_through = closed_through
+        state.closed_on = confirmed or state.closed_on
+    for day in [day for day in state.open_days if day <= state.closed_through]:
+        del state.open_days[day]
 
 
 def _corrupt(path: Path, why: str) -> MalformedDataError:
@@ -125,12 +219,17 @@ def parse_state(path: Path, raw: bytes) -> State:
     if doc.get("version") != STATE_VERSION:
         raise _corrupt(path, f"unsupported version {doc.get('version')!r}")
     partition, account = doc.get("partition"), doc.get("account")
-    if not isinstance(partition, dict) or not all(
-        isinstance(value, str) for value in partition.values()
+    if (
+        not isinstance(partition, dict)
+        or not isinstance(partition.get("enterprise"), str)
+        or not set(partition) <= {"enterprise", *FILTERS}
+        or not all(isinstance(value, str) for value in partition.values())
     ):
         raise _corrupt(path, "bad partition")
     if account is not None and not (
-        isinstance(account, dict) and isinstance(account.get("id"), str)
+        isinstance(account, dict)
+        and isinstance(account.get("id"), str)
+        and isinstance(account.get("name", ""), str)
     ):
         raise _corrupt(path, "bad account")
     closed, closed_on = doc.get("closed_through"), doc.get("closed_on")
@@ -160,9 +259,7 @@ def parse_state(path: Path, raw: bytes) -> State:
             None if full is None else _parse_day(path, full),
             pass_pages,
         )
-    last_run, last_attempt = doc.get("last_run"), doc.get("last_attempt")
-    if last_run is not None and not isinstance(last_run, dict):
-        raise _corrupt(path, "last_run is not an object")
+    last_attempt = doc.get("last_attempt")
     if last_attempt is not None and not isinstance(last_attempt, dict):
         raise _corrupt(path, "last_attempt is not an object")
     try:
@@ -171,14 +268,37 @@ def parse_state(path: Path, raw: bytes) -> State:
         raise _corrupt(path, str(error)) from None
     return State(
         backoff=backoff,
-        partition=partition,
-        account=account,
+        partition=Partition.from_dict(partition),
+        account=Account(account["id"], account.get("name", "")) if account else None,
         closed_through=None if closed is None else _parse_day(path, closed),
         closed_on=None if closed_on is None else _parse_day(path, closed_on),
         open_days=open_days,
-        last_run=last_run,
+        last_run=_parse_last_run(path, doc.get("last_run")),
         last_attempt=last_attempt,
     )
+
+
+def _parse_last_run(path: Path, doc: object) -> LastRun | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise _corrupt(path, "last_run is not an object")
+    started, finished = parse_stamp(doc.get("started_at")), parse_stamp(doc.get("finished_at"))
+    if started is None:
+        raise _corrupt(path, "last_run has no started_at time")
+    days, events, requests = (
+        doc.get(name, 0) for name in ("days_read", "events_emitted", "requests")
+    )
+    remaining = doc.get("rate_limit_remaining")
+    if not all(_is_count(count) for count in (days, events, requests)) or not (
+        remaining is None or _is_count(remaining)
+    ):
+        raise _corrupt(path, "last_run has a count that is not one")
+    return LastRun(started, finished or started, days, events, requests, remaining)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def refuse_if_shared(path: Path, status: os.stat_result, what: str) -> None:
@@ -269,7 +389,7 @@ class StateStore:
         if raw is None:
             return None
         state = parse_state(self.path, raw)
-        if state.partition != self.partition.as_dict():
+        if state.partition != self.partition:
             raise _corrupt(self.path, "it belongs to another partition")
         self.on_disk, self.size_on_disk = _digest(raw), len(raw)
         return state

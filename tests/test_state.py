@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import stat
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from heroku_audit_trail.cursor import DayState, Partition, State, StateStore
 from heroku_audit_trail.errors import LockHeldError, MalformedDataError, StateWriteError
+from heroku_audit_trail.state import Account, DayState, LastRun, Partition, State, StateStore
 
 from .conftest import freeze_dir, thaw_dir
 
 PARTITION = Partition("acme", (("type", "app"),))
+STARTED = datetime(2026, 11, 24, 10, tzinfo=timezone.utc)
 
 
 def make_state() -> State:
     return State(
-        partition=PARTITION.as_dict(),
-        account={"id": "acct-1", "name": "acme"},
+        partition=PARTITION,
+        account=Account("acct-1", "acme"),
         closed_through=date(2026, 11, 22),
         open_days={
             date(2026, 11, 23): DayState({"b", "a"}, '"etag"'),
             date(2026, 11, 24): DayState(),
         },
-        last_run={"started_at": "2026-11-24T10:00:00.000000Z"},
+        last_run=LastRun(STARTED, STARTED, 2, 3, 4, 4000),
     )
 
 
@@ -97,7 +98,7 @@ def test_unwritable_dir_keeps_the_old_state(tmp_path: Path) -> None:
         pytest.skip("cannot make a read-only directory here")
     try:
         with pytest.raises(StateWriteError, match="cannot write state file"):
-            store.save(State(partition=PARTITION.as_dict()))
+            store.save(State(partition=PARTITION))
     finally:
         thaw_dir(store.state_dir)
     assert store.path.read_bytes() == before
@@ -117,7 +118,7 @@ def test_an_unchanged_state_is_not_rewritten_but_writability_is_still_proven(
     reader.save(state)  # e.g. a day that answered 304
     assert store.path.stat().st_ino == inode  # not replaced
     assert [p.name for p in store.state_dir.iterdir()] == [store.path.name]  # no probe left
-    state.last_run = {"started_at": "2026-11-25T10:00:00.000000Z"}
+    state.last_run = LastRun(STARTED, STARTED, 0, 0, 1, None)
     reader.save(state)
     assert store.path.stat().st_ino != inode and reader.load() == state
     if not freeze_dir(store.state_dir):
@@ -127,3 +128,30 @@ def test_an_unchanged_state_is_not_rewritten_but_writability_is_still_proven(
             reader.prove_writable(state)  # unchanged, yet the directory takes no write
     finally:
         thaw_dir(store.state_dir)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("name", "partition"),
+    [
+        ("state-written-by-97f3a50-filtered.json", Partition("acme", (("type", "app"),))),
+        ("state-written-by-97f3a50-no-account.json", Partition("acme-other", (("type", "app"),))),
+    ],
+)
+def test_a_state_written_by_the_last_untyped_version_loads_and_is_written_back_the_same(
+    tmp_path: Path, name: str, partition: Partition
+) -> None:
+    """The typed state reads what 97f3a50 (its dicts) wrote, and writes the same bytes."""
+    raw = (FIXTURES / name).read_bytes()
+    store = StateStore(tmp_path, partition)
+    store.ensure_dir()
+    store.path.write_bytes(raw)
+    store.path.chmod(0o600)
+    state = store.load()
+    assert state is not None and state.partition == partition
+    assert (state.account is None) == ("no-account" in name)
+    store.on_disk = None  # force the write
+    store.save(state)
+    assert store.path.read_bytes() == raw
