@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -14,6 +13,7 @@ from heroku_audit_trail.config import Settings
 from heroku_audit_trail.days.ahead import ReadAhead
 from heroku_audit_trail.days.clock import Clocks
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
+from heroku_audit_trail.days.fetch import DayFetcher, DayRequest, day_request
 from heroku_audit_trail.days.window import (
     days_to_read,
     first_closed_through,
@@ -76,9 +76,12 @@ class PartitionRun:
     tally: Tally = field(default_factory=Tally)  # its requests, whichever thread sent them
     state: State | None = None
     failure: AuditTrailError | None = None  # met before its turn: told in its turn
-    # Days whose pages are being fetched ahead, with what they were asked with.
-    ahead: dict[date, tuple[tuple[Any, ...], ReadAhead[Page]]] = field(default_factory=dict)
     done: set[date] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        """Its days' key in the fetcher: one partition per enterprise in a run."""
+        return self.partition.enterprise
 
 
 class Poller:
@@ -100,10 +103,7 @@ class Poller:
         self.accounts_read: set[str | None] = set()  # by id: a name and an id may be one account
         self.attempts: dict[str, Attempt] = {}  # by enterprise: what each partition's run did
         self.clocks = Clocks(now, lambda: client.server_time)
-        # --concurrency: requests in flight at once; twice as many days fetched ahead, each at
-        # most one page ahead, so memory holds a few pages more, whatever the accounts.
-        self.slots = threading.BoundedSemaphore(settings.concurrency)
-        self.ahead_limit = 2 * settings.concurrency
+        self.fetcher = DayFetcher(client, settings.filters, settings.concurrency)
         self.runs: list[PartitionRun] = []
         self.today = now().date()
 
@@ -120,9 +120,7 @@ class Poller:
                 self._look_up_accounts(today)
                 yield [run.partition.enterprise for run in self.runs]
             finally:
-                for run in self.runs:
-                    for _, source in run.ahead.values():
-                        source.close()
+                self.fetcher.close()
 
     def poll_partition(self, enterprise: str) -> None:
         """One partition's turn (opened); what it did is kept in `attempts`, for its run
@@ -147,9 +145,7 @@ class Poller:
                 requests=requests,
                 rate_limit_remaining=self.client.rate_limit_remaining if requests else None,
             )
-            for _, source in run.ahead.values():
-                source.close()
-            run.ahead.clear()
+            self.fetcher.close(run.key)
 
     def _open(self, enterprise: str, held: ExitStack) -> PartitionRun:
         """The partition locked and its state loaded; a failure is kept for its turn."""
@@ -170,7 +166,8 @@ class Poller:
         # Daemon threads (a read-ahead of one item each): a deadline or a signal in the main
         # thread is never held up by a lookup that hangs.
         lookups = [
-            (run, ReadAhead(self._account_of(run), slots=self.slots).start()) for run in first
+            (run, ReadAhead(self._account_of(run), slots=self.fetcher.slots).start())
+            for run in first
         ]
         for at, (run, lookup) in enumerate(lookups):
             try:
@@ -203,7 +200,7 @@ class Poller:
         yield self.client.enterprise_account(run.partition.enterprise, run.tally)
 
     def _look_up(self, name: str, tally: Tally) -> dict[str, Any]:
-        with self.slots:
+        with self.fetcher.slots:
             return self.client.enterprise_account(name, tally)
 
     def _poll_state(self, run: PartitionRun, state: State, today: date) -> None:
@@ -304,54 +301,18 @@ class Poller:
             self.guard.check()
             day = pending[0]
             run.done.add(day)
-            pages = self._pages(run, state, day, today)
+            request = self._request(state, day, today)
+            pages = self.fetcher.pages(run.key, account_id, day, request, run.tally)
             self._fetch_ahead(today)  # the next days (and accounts) while this one is read
             self._read_day(run, state, day, today, options, pages)
 
-    def _request(self, state: State, day: date, today: date) -> tuple[Any, ...]:
-        """How a day is asked for now: its ETag (no 304 closes a day: once outside the
-        window it is read without If-None-Match), where its pass goes on, its pages so far."""
-        kept = state.open_days.get(day, DayState())
-        in_window = day > horizon(self.clocks.trusted_today(today), self.settings.lookback_days)
-        return (
-            kept.etag if in_window else None,
-            kept.next_range,
-            kept.pass_pages if kept.next_range else 0,
-        )
-
-    def _pages(self, run: PartitionRun, state: State, day: date, today: date) -> ReadAhead[Page]:
-        """The day's pages, fetched ahead already if they were asked for as they would be
-        now; else (or for the first time) asked for now."""
-        request = self._request(state, day, today)
-        kept = run.ahead.pop(day, None)
-        if kept is not None:
-            if kept[0] == request:
-                return kept[1]
-            kept[1].close()  # asked for before the day changed: not what is wanted now
-        return self._start(run, state, day, request)
-
-    def _start(
-        self, run: PartitionRun, state: State, day: date, request: tuple[Any, ...]
-    ) -> ReadAhead[Page]:
-        assert state.account is not None
-        etag, start_range, pages_before = request
-        abandoned = threading.Event()
-        source = self.client.day_pages(
-            state.account.id,
-            day,
-            self.settings.filters,
-            etag=etag,
-            start_range=start_range,
-            pages_before=pages_before,
-            abandoned=abandoned,
-            tally=run.tally,
-        )
-        return ReadAhead(source, abandoned, self.slots).start()
+    def _request(self, state: State, day: date, today: date) -> DayRequest:
+        trusted = self.clocks.trusted_today(today)
+        return day_request(state.open_days.get(day), day, trusted, self.settings.lookback_days)
 
     def _fetch_ahead(self, today: date) -> None:
         """Start fetching the days to be read next, in the order they will be read, this
         partition's and the next ones', up to `ahead_limit` days fetched and not yet read."""
-        waiting = sum(len(run.ahead) for run in self.runs)
         accounts = set(self.accounts_read)
         # Until Heroku's Date is known, one day of one partition: a clock that runs ahead
         # would otherwise send requests for days after Heroku's today.
@@ -368,12 +329,11 @@ class Poller:
                 continue  # read under another name: it will be skipped
             accounts.add(state.account.id)
             for day in pending[:per_run]:
-                if waiting >= self.ahead_limit:
+                if self.fetcher.full:
                     return
-                if day not in run.ahead:
+                if not self.fetcher.waiting(run.key, day):
                     request = self._request(state, day, today)
-                    run.ahead[day] = (request, self._start(run, state, day, request))
-                    waiting += 1
+                    self.fetcher.start(run.key, state.account.id, day, request, run.tally)
             if not known:
                 return  # the first partition to read only, until an answer brings the Date
 
