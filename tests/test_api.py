@@ -11,8 +11,8 @@ import requests
 import responses
 from responses import matchers
 
-from heroku_audit_trail.api import AbandonedError, Deadline, HerokuClient, with_max
 from heroku_audit_trail.config import Secret
+from heroku_audit_trail.deadline import Deadline
 from heroku_audit_trail.ecs import UNPARSED
 from heroku_audit_trail.errors import (
     ApiUnavailableError,
@@ -22,7 +22,8 @@ from heroku_audit_trail.errors import (
     PermissionDeniedError,
     RateLimitedError,
 )
-from heroku_audit_trail.jsonbody import parse_events
+from heroku_audit_trail.heroku.api import AbandonedError, HerokuClient, with_max
+from heroku_audit_trail.heroku.jsonbody import parse_events
 
 API = "https://api.heroku.com"
 TOKEN = "HRKU-unit-test-token-aaaaaaaaaaaaaaaaaaaa"
@@ -279,7 +280,7 @@ def test_valid_json_that_orjson_refuses_is_read_tolerantly() -> None:
     "value", ["Mon, 01 Jan 2026 00:00:00 +99999999999999", "yesterday", "", "Mon, 99 Foo"]
 )
 def test_a_malformed_date_header_is_ignored(value: str) -> None:
-    from heroku_audit_trail.api import _http_date
+    from heroku_audit_trail.heroku.transport import _http_date
 
     assert _http_date(value) is None
 

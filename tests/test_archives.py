@@ -8,8 +8,8 @@ import hashlib
 import orjson
 import pytest
 
-from heroku_audit_trail.archives import parse_archive
 from heroku_audit_trail.errors import MalformedDataError
+from heroku_audit_trail.heroku.archives import parse_archive
 
 EVENTS = [{"id": "a", "created_at": "2026-10-01T00:00:00Z"}, {"id": "b"}]
 

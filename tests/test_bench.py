@@ -39,3 +39,24 @@ def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert results["days"]["5000"]["backfill_peak_rss_mib"] > 0  # the other commands' day
     network = results["network"]  # at 0.2 s a request
     assert network["ten"]["steady_ratio"] > 0 and network["backfill"]["ratio"] > 0
+
+
+def test_the_stubbed_mapping_replaces_what_the_day_engine_renders_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench/stub_mapping.py must stub the mapping the day engine really calls (it once
+    patched a module that no longer rendered, and its row measured the real mapping)."""
+    import importlib.util
+
+    from heroku_audit_trail.days import engine
+
+    path = Path(__file__).parent.parent / "bench" / "stub_mapping.py"
+    spec = importlib.util.spec_from_file_location("stub_mapping", path)
+    assert spec is not None and spec.loader is not None
+    stub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stub)
+    monkeypatch.setattr(engine, "render", engine.render)  # restored after the test
+    stub.install()
+    event = {"id": "a", "created_at": "2026-12-01T00:00:00Z"}
+    options = engine.RenderOptions("ecs", False, "2026-12-01T00:00:00Z")
+    assert engine._render(event, "a", options).line == stub.LINE

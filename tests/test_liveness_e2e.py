@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from heroku_audit_trail.api import PAGE_CAP, RUN_PAGES
+from heroku_audit_trail.heroku.api import PAGE_CAP, RUN_PAGES
 from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 
 from .conftest import Cli, Run, read_slowly, utc_today, window_ids

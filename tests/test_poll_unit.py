@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from heroku_audit_trail.api import Page
 from heroku_audit_trail.commands.poll import due_enterprises, poll_each
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.errors import ApiUnavailableError, ConfigError
+from heroku_audit_trail.heroku.api import Page
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.poll import Poller

@@ -21,6 +21,7 @@ from itertools import islice
 from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
+from heroku_audit_trail.deadline import Deadline
 from heroku_audit_trail.errors import (
     EX_SIGINT,
     EX_SIGTERM,
@@ -32,7 +33,7 @@ from heroku_audit_trail.errors import (
 from heroku_audit_trail.logs import Log
 
 if TYPE_CHECKING:  # not at run time: output is imported before requests is needed
-    from heroku_audit_trail.api import HerokuClient
+    from heroku_audit_trail.heroku.api import HerokuClient
 
 FLUENT_BIT_LINE_LIMIT = 4095  # fgets() into Fluent Bit's default 4096-byte Buf_Size
 _BATCH = 1000
@@ -223,10 +224,11 @@ class StopGuard:
         signal.signal(signal.SIGINT, self._handle)
         signal.signal(signal.SIGALRM, self._alarm)
 
-    def arm_deadline(self, seconds: float | None, message: str) -> None:
-        """Raise DeadlineError (exit 75) when `seconds` have passed; None: no deadline."""
-        self._deadline_message = message
-        signal.setitimer(signal.ITIMER_REAL, seconds or 0.0)
+    def arm_deadline(self, deadline: Deadline) -> None:
+        """Raise DeadlineError (exit 75) when the deadline is reached; none: no alarm."""
+        self._deadline_message = deadline.message
+        if deadline.seconds is not None:
+            signal.setitimer(signal.ITIMER_REAL, max(deadline.remaining(), 1e-3))
 
     def write_ended(self) -> None:
         """A write is over: if its grace ran out, what follows it (the commit of the lines it

@@ -44,7 +44,7 @@ from heroku_audit_trail.state import (
 )
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
-    from heroku_audit_trail.api import HerokuClient, Page
+    from heroku_audit_trail.heroku.api import HerokuClient, Page
 
 
 def utc_now() -> datetime:
@@ -143,7 +143,7 @@ class Poller:
                 exit_code=exit_code,
                 events_emitted=run.report.events_emitted,
                 requests=requests,
-                rate_limit_remaining=self.client.rate_limit_remaining if requests else None,
+                rate_limit_remaining=run.tally.rate_limit_remaining,
             )
             self.fetcher.close(run.key)
 
@@ -233,7 +233,7 @@ class Poller:
             days_read=report.days_read,
             events_emitted=report.events_emitted,
             requests=run.tally.requests,
-            rate_limit_remaining=self.client.rate_limit_remaining,
+            rate_limit_remaining=run.tally.rate_limit_remaining,
         )
         state.backoff = None
         with self.guard.critical():
@@ -249,7 +249,7 @@ class Poller:
             degraded_events=report.degraded or None,
             requests=run.tally.requests,
             duration_s=round(time.monotonic() - clock_start, 3),
-            rate_limit_remaining=self.client.rate_limit_remaining,
+            rate_limit_remaining=run.tally.rate_limit_remaining,
             closed_through=state.closed_through.isoformat() if state.closed_through else None,
         )
 

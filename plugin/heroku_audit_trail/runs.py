@@ -14,12 +14,15 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from heroku_audit_trail.errors import MalformedDataError
 from heroku_audit_trail.schedule import parse_stamp
+
+if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
+    from heroku_audit_trail.heroku.transport import Answer
 from heroku_audit_trail.state import Partition, read_private, write_atomic
 
 RECORD_VERSION = 1
@@ -34,10 +37,27 @@ class Tally:
         self._lock = threading.Lock()
         self.requests = 0
         self.retry_after: float | None = None  # seconds, from the last 429 that had one
+        self.rate_limit_remaining: int | None = None  # the lowest its answers said
 
     def count(self) -> None:
         with self._lock:
             self.requests += 1
+
+    def note(self, answer: Answer) -> None:
+        """What an answer to one of these requests said."""
+        with self._lock:
+            self.retry_after = answer.retry_after or self.retry_after
+            self.rate_limit_remaining = lowest(
+                self.rate_limit_remaining, answer.rate_limit_remaining
+            )
+
+
+def lowest(kept: int | None, new: int | None) -> int | None:
+    """The lower of two RateLimit-Remaining values, either unknown: answers to requests side by
+    side come in any order, and within a run the quota only refills by a little."""
+    if kept is None or new is None:
+        return new if kept is None else kept
+    return min(kept, new)
 
 
 @dataclass(frozen=True)

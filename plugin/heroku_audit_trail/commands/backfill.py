@@ -23,8 +23,6 @@ from typing import Any
 
 import orjson
 
-from heroku_audit_trail.api import HerokuClient, Page
-from heroku_audit_trail.archives import read_month
 from heroku_audit_trail.commands import each_partition, options
 from heroku_audit_trail.commands.settings import arm_deadline, build_settings, make_client
 from heroku_audit_trail.config import Settings
@@ -37,6 +35,8 @@ from heroku_audit_trail.errors import (
     MalformedDataError,
     UsageError,
 )
+from heroku_audit_trail.heroku.api import HerokuClient, Page
+from heroku_audit_trail.heroku.archives import read_month
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard, stdout_binary
 from heroku_audit_trail.state import (
@@ -419,10 +419,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log:
     settings = build_settings(args, env, log, max_runtime=None)  # a person's: no deadline
     writer = EventWriter(stdout_binary(), log, guard)
     writer.warn_long_lines = False  # Fluent Bit's Buf_Size is poll's concern
-    arm_deadline(settings, guard)
+    deadline = arm_deadline(settings, guard)
     return run_backfill(
         settings,
-        lambda: make_client(settings, env, log),
+        lambda: make_client(settings, env, log, deadline=deadline),
         writer,
         guard,
         log,

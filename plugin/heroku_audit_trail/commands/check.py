@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from heroku_audit_trail.api import HerokuClient
 from heroku_audit_trail.commands import options
 from heroku_audit_trail.commands.settings import build_settings, make_client
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockHeldError
+from heroku_audit_trail.heroku.api import HerokuClient
 from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.output import StopGuard
 from heroku_audit_trail.state import Partition, StateStore, remove_file, write_atomic

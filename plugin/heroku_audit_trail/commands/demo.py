@@ -7,9 +7,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from heroku_audit_trail.api import Deadline, HerokuClient
 from heroku_audit_trail.commands.poll import poll_each
 from heroku_audit_trail.config import Secret, Settings
+from heroku_audit_trail.deadline import Deadline
+from heroku_audit_trail.heroku.api import HerokuClient
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
 from heroku_audit_trail.poll import Poller

@@ -23,7 +23,6 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from heroku_audit_trail.api import HerokuClient, Page
 from heroku_audit_trail.commands import each_partition, options
 from heroku_audit_trail.commands.settings import arm_deadline, build_settings, make_client
 from heroku_audit_trail.config import Settings
@@ -40,6 +39,7 @@ from heroku_audit_trail.ecs import (
     target_name,
 )
 from heroku_audit_trail.errors import UsageError
+from heroku_audit_trail.heroku.api import HerokuClient, Page
 from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard, stdout_binary
 
@@ -323,6 +323,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log:
     output = args.output or ("heroku" if args.output_format == "heroku" else None)
     output = output or ("table" if on_terminal else "jsonl")
     query = Query(since, until, args.app, args.limit, output)
-    arm_deadline(settings, guard)
-    client = make_client(settings, env, log)
+    deadline = arm_deadline(settings, guard)
+    client = make_client(settings, env, log, deadline=deadline)
     return run_events(settings, client, query, stdout_binary(), log, guard)

@@ -67,11 +67,11 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
         exit_codes = {name: 0 for name in settings.enterprises if name not in due}
         if not due:
             return 0
-        client = make_client(settings, env, log, token)
+        deadline = arm_deadline(settings, guard)
+        client = make_client(settings, env, log, token, deadline)
         stdout = stdout_binary()
         writer = EventWriter(stdout, log, guard)
         writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
-        arm_deadline(settings, guard)
         poller = Poller(settings, client, writer, log, guard)
         try:
             return poll_each(poller, due, log, exit_codes)

@@ -17,13 +17,14 @@ from heroku_audit_trail.config import (
     parse_enterprises,
     validate_api_url,
 )
+from heroku_audit_trail.deadline import Deadline
 from heroku_audit_trail.ecs import CONFIGURATION_OBJECTS, IAM_OBJECTS, VERB_TYPES
 from heroku_audit_trail.errors import ConfigError, UsageError
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import StopGuard
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on poll's skip path
-    from heroku_audit_trail.api import HerokuClient
+    from heroku_audit_trail.heroku.api import HerokuClient
 
 # The documented objects and verbs (reference §1.1), for a warning on a likely typo.
 DOCUMENTED: dict[str, frozenset[str]] = {
@@ -129,26 +130,28 @@ def read_token(settings: Settings, env: Mapping[str, str], log: Log) -> Secret:
 
 
 def make_client(
-    settings: Settings, env: Mapping[str, str], log: Log, token: Secret | None = None
+    settings: Settings,
+    env: Mapping[str, str],
+    log: Log,
+    token: Secret | None = None,
+    deadline: Deadline | None = None,
 ) -> HerokuClient:
-    from heroku_audit_trail.api import Deadline, HerokuClient
+    from heroku_audit_trail.heroku.api import HerokuClient
 
     token = token or read_token(settings, env, log)
     return HerokuClient(
         settings.api_url,
         token,
-        deadline=Deadline(settings.max_runtime),
+        deadline=deadline or Deadline(settings.max_runtime),
         rate_limit_floor=settings.rate_limit_floor,
         retry_budget=settings.retry_budget,
         connections=settings.concurrency,
     )
 
 
-def arm_deadline(settings: Settings, guard: StopGuard) -> None:
-    """--max-runtime bounds the whole run by the clock, whatever the server or the reader do."""
-    if settings.max_runtime is not None:
-        guard.arm_deadline(
-            settings.max_runtime,
-            f"the run reached --max-runtime ({settings.max_runtime:g} s); days already "
-            "printed are saved and the next run carries on",
-        )
+def arm_deadline(settings: Settings, guard: StopGuard) -> Deadline:
+    """--max-runtime bounds the whole run by the clock, whatever the server or the reader do:
+    the one deadline of the run, for the stop guard's alarm and for the client."""
+    deadline = Deadline(settings.max_runtime)
+    guard.arm_deadline(deadline)
+    return deadline

@@ -27,7 +27,7 @@ from heroku_audit_trail.errors import (
 from heroku_audit_trail.output import StopGuard
 
 if TYPE_CHECKING:  # requests is not imported on poll's skip path
-    from heroku_audit_trail.api import Page
+    from heroku_audit_trail.heroku.api import Page
 
 
 Warn = Callable[..., None]  # a log's warning(message, **fields)

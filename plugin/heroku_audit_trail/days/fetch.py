@@ -17,7 +17,7 @@ from heroku_audit_trail.runs import Tally
 from heroku_audit_trail.state import DayState
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
-    from heroku_audit_trail.api import HerokuClient, Page
+    from heroku_audit_trail.heroku.api import HerokuClient, Page
 
 
 Filters = tuple[tuple[str, str], ...]

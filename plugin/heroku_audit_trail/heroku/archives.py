@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from heroku_audit_trail.ecs import parse_time
 from heroku_audit_trail.errors import MalformedDataError
-from heroku_audit_trail.jsonbody import parse_events
+from heroku_audit_trail.heroku.jsonbody import parse_events
 
 if TYPE_CHECKING:
-    from heroku_audit_trail.api import HerokuClient
+    from heroku_audit_trail.heroku.api import HerokuClient
 
 ARCHIVE_INFLATED_CAP = 2 << 30  # a month of a busy account is far less; a gzip bomb is more
 
