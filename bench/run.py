@@ -52,7 +52,8 @@ from heroku_audit_trail.ecs import format_time, render
 from heroku_audit_trail.eventgen import generate_day
 from heroku_audit_trail.simulator import DEMO_TOKEN, Simulator, SimulatorConfig
 from heroku_audit_trail.simulators import AccountRouter
-from heroku_audit_trail.state import Partition, StateStore, parse_state, write_atomic
+from heroku_audit_trail.state import Partition, StateStore, parse_state
+from heroku_audit_trail.statedir import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -280,7 +280,7 @@ def test_valid_json_that_orjson_refuses_is_read_tolerantly() -> None:
     "value", ["Mon, 01 Jan 2026 00:00:00 +99999999999999", "yesterday", "", "Mon, 99 Foo"]
 )
 def test_a_malformed_date_header_is_ignored(value: str) -> None:
-    from heroku_audit_trail.heroku.transport import _http_date
+    from heroku_audit_trail.heroku.responses import http_date as _http_date
 
     assert _http_date(value) is None
 

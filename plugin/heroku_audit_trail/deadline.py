@@ -17,6 +17,8 @@ class Deadline:
 
     @property
     def message(self) -> str:
+        if self.seconds is None:
+            return "the run reached its deadline"  # not raised: no deadline is never reached
         return (
             f"the run reached --max-runtime ({self.seconds:g} s); days already printed are "
             "saved and the next run carries on"

@@ -17,7 +17,8 @@ from heroku_audit_trail.errors import AuditTrailError, StateWriteError
 from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
 from heroku_audit_trail.runs import RunRecord, parse_record
 from heroku_audit_trail.schedule import parse_stamp
-from heroku_audit_trail.state import State, parse_state, read_private, regular_files
+from heroku_audit_trail.state import State, parse_state
+from heroku_audit_trail.statedir import read_private, regular_files
 
 PREFIX = "heroku_audit_trail_"
 METRICS: tuple[tuple[str, str], ...] = (

@@ -212,7 +212,7 @@ class StopGuard:
         self.pending: AuditTrailError | None = None
         self._critical = 0
         self._grace_armed = False
-        self._deadline_message = ""
+        self._deadline: Deadline | None = None
         self._settled = False
         # Set by a write under way: told when the grace is over, it ends itself at a syscall
         # (exactly what went out is then known) rather than being cut by an exception.
@@ -226,7 +226,7 @@ class StopGuard:
 
     def arm_deadline(self, deadline: Deadline) -> None:
         """Raise DeadlineError (exit 75) when the deadline is reached; none: no alarm."""
-        self._deadline_message = deadline.message
+        self._deadline = deadline
         if deadline.seconds is not None:
             signal.setitimer(signal.ITIMER_REAL, max(deadline.remaining(), 1e-3))
 
@@ -263,7 +263,7 @@ class StopGuard:
                 return
             raise self.pending  # the grace is over: abandon the stalled write
         if self.pending is None:
-            self.pending = DeadlineError(self._deadline_message)
+            self.pending = DeadlineError(self._deadline.message if self._deadline else "")
         self._stop()
 
     def _stop(self) -> None:

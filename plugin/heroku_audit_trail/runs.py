@@ -22,8 +22,9 @@ from heroku_audit_trail.errors import MalformedDataError
 from heroku_audit_trail.schedule import parse_stamp
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
-    from heroku_audit_trail.heroku.transport import Answer
-from heroku_audit_trail.state import Partition, read_private, write_atomic
+    from heroku_audit_trail.heroku.responses import Answer
+from heroku_audit_trail.state import Partition
+from heroku_audit_trail.statedir import read_private, write_atomic
 
 RECORD_VERSION = 1
 PREFIX = "runs-"

@@ -39,7 +39,7 @@ from heroku_audit_trail.heroku.api import HerokuClient, Page
 from heroku_audit_trail.heroku.archives import read_month
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, Progress, StopGuard, stdout_binary
-from heroku_audit_trail.state import (
+from heroku_audit_trail.statedir import (
     ensure_state_dir,
     exclusive_lock,
     read_private,

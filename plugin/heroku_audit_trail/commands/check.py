@@ -19,7 +19,8 @@ from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockH
 from heroku_audit_trail.heroku.api import HerokuClient
 from heroku_audit_trail.logs import Log, printable
 from heroku_audit_trail.output import StopGuard
-from heroku_audit_trail.state import Partition, StateStore, remove_file, write_atomic
+from heroku_audit_trail.state import Partition, StateStore
+from heroku_audit_trail.statedir import remove_file, write_atomic
 
 
 @dataclass

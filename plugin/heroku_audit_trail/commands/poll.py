@@ -126,7 +126,7 @@ def record_runs(
     recorded only for the metrics file (without one, a skip costs no write). A failure to
     write is logged, never the run's."""
     from heroku_audit_trail.runs import after, load, record_path, save
-    from heroku_audit_trail.state import ensure_state_dir
+    from heroku_audit_trail.statedir import ensure_state_dir
 
     for enterprise, code in exit_codes.items():
         skipped = enterprise not in due

@@ -27,14 +27,8 @@ from heroku_audit_trail.output import StopGuard
 from heroku_audit_trail.runs import PREFIX as RUNS_PREFIX
 from heroku_audit_trail.runs import load as load_runs
 from heroku_audit_trail.runs import record_path
-from heroku_audit_trail.state import (
-    Partition,
-    StateStore,
-    parse_state,
-    read_private,
-    regular_files,
-    remove_file,
-)
+from heroku_audit_trail.state import Partition, StateStore, parse_state
+from heroku_audit_trail.statedir import read_private, regular_files, remove_file
 
 
 def run_state(settings: Settings, action: str, confirmed: bool, as_json: bool, log: Log) -> int:

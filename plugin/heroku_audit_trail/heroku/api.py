@@ -18,7 +18,8 @@ from heroku_audit_trail.config import Secret
 from heroku_audit_trail.deadline import Deadline
 from heroku_audit_trail.errors import MalformedDataError
 from heroku_audit_trail.heroku.jsonbody import parse_events
-from heroku_audit_trail.heroku.transport import RETRY_BUDGET, AbandonedError, Answer, Transport
+from heroku_audit_trail.heroku.responses import Answer
+from heroku_audit_trail.heroku.transport import RETRY_BUDGET, AbandonedError, Transport
 from heroku_audit_trail.runs import Tally
 
 __all__ = ["AbandonedError", "Answer", "DayFetch", "HerokuClient", "Page", "with_max"]

@@ -17,11 +17,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
-import orjson
 import requests
 
 from heroku_audit_trail import __version__
@@ -31,11 +29,16 @@ from heroku_audit_trail.errors import (
     ApiUnavailableError,
     AuditTrailError,
     ConfigError,
-    MalformedDataError,
     PermissionDeniedError,
     RateLimitedError,
 )
-from heroku_audit_trail.logs import REDACTED
+from heroku_audit_trail.heroku.responses import (
+    Answer,
+    error_detail,
+    origin,
+    read_capped,
+    tls_reason,
+)
 from heroku_audit_trail.runs import Tally, lowest
 
 ACCEPT = "application/vnd.heroku+json; version=3"
@@ -51,7 +54,6 @@ BACKOFF_SHARE = 1 / 30
 # 65): a page of 1000 events of 12 KB is 12 MiB; an archive is a month of an account's events.
 PAGE_BYTES_CAP = 64 << 20
 ARCHIVE_BYTES_CAP = 1 << 30
-_CHUNK = 1 << 16
 
 # One table from status to (exception, what to tell the user). The guide's troubleshooting
 # headings lead where it has them.
@@ -94,26 +96,6 @@ def _stop_if(abandoned: threading.Event | None) -> None:
 
 
 @dataclass(frozen=True)
-class Answer:
-    """What a response says besides its body."""
-
-    request_id: str | None = None
-    date: datetime | None = None  # the server's clock
-    rate_limit_remaining: int | None = None
-    retry_after: float | None = None  # seconds, from a 429
-
-    @classmethod
-    def of(cls, response: requests.Response) -> Answer:
-        remaining = response.headers.get("RateLimit-Remaining", "").strip()
-        return cls(
-            response.headers.get("Request-Id"),
-            _http_date(response.headers.get("Date", "")),
-            int(remaining) if remaining.isdigit() else None,
-            _retry_after(response) if response.status_code == 429 else None,
-        )
-
-
-@dataclass(frozen=True)
 class _Kind:
     """What differs between a request to the API and an archive download: one place."""
 
@@ -122,79 +104,6 @@ class _Kind:
     cap: int
     what: str  # named in the size-cap error
     api: bool  # statuses and errors as the API's (else any 2xx is fine, anything else fails)
-
-
-def _http_date(value: str) -> datetime | None:
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date less the server's own Date."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    until = _http_date(value)
-    now = _http_date(response.headers.get("Date", "")) or datetime.now(timezone.utc)
-    return None if until is None else max(0.0, (until - now).total_seconds())
-
-
-def _error_detail(response: requests.Response, secret: str) -> str:
-    """The API's own message, when the body is the documented {id, message} object. The token
-    is masked before the message is cut short: a cut first could leave most of it in view."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return ""
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        error_id = body.get("id") if isinstance(body.get("id"), str) else "error"
-        error_id, message = (
-            text.replace(secret, REDACTED) if secret else text
-            for text in (str(error_id), body["message"].strip())
-        )
-        return f" (Heroku said {error_id[:60]}: {message[:200]})"
-    return ""
-
-
-def _read_capped(response: requests.Response, cap: int, what: str) -> bytes:
-    """The body, decoded (gzip), a chunk at a time; MalformedDataError past `cap` bytes."""
-    chunks: list[bytes] = []
-    total = 0
-    for chunk in response.iter_content(_CHUNK):
-        total += len(chunk)
-        if total > cap:
-            response.close()
-            raise MalformedDataError(
-                f"a Heroku API response{' (' + what + ')' if what else ''} inflates past "
-                f"{cap >> 20} MiB, the most this program reads; nothing of it was printed",
-                request_id=response.headers.get("Request-Id"),
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _tls_reason(error: Exception) -> str:
-    text = str(error)
-    for needle, reason in (
-        ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not trusted"),
-        ("WRONG_VERSION_NUMBER", "the server does not speak TLS (plain HTTP on an https URL?)"),
-        ("hostname", "the certificate does not name this host"),
-    ):
-        if needle in text:
-            return reason
-    return "TLS handshake failed"
 
 
 class _NoNetrc(requests.auth.AuthBase):
@@ -326,12 +235,12 @@ class Transport:
                     stream=True,
                     proxies=self._api_proxies if kind.api else None,  # type: ignore[arg-type]
                 )
-                response._content = _read_capped(response, kind.cap, kind.what)
+                response._content = read_capped(response, kind.cap, kind.what)
             except requests.exceptions.SSLError as error:
                 # Not retried: a wrong CA or plain HTTP on an https URL does not heal by itself.
                 self._count(tally)
                 raise ApiUnavailableError(
-                    f"TLS to {_origin(url)} failed: {_tls_reason(error)}; if a proxy inspects "
+                    f"TLS to {origin(url)} failed: {tls_reason(error)}; if a proxy inspects "
                     "TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA bundle"
                 ) from None
             except requests.RequestException as error:
@@ -407,6 +316,6 @@ class Transport:
         if status >= 500:
             message = f"Heroku API unavailable: HTTP {status} after the bounded retries"
         return exception(
-            f"{message}{_error_detail(response, self._token)}",
+            f"{message}{error_detail(response, self._token)}",
             request_id=response.headers.get("Request-Id"),
         )
