@@ -247,7 +247,7 @@ def state_save(path: Path, rounds: int = 5) -> dict[str, Any]:
     """The state file a poll left (its open days hold every id seen): its size, and one save
     of it (serialize, write, fsync, rename) against writing the same bytes the same way."""
     state = parse_state(path, path.read_bytes())
-    store = StateStore(path.parent, Partition(str(state.partition["enterprise"])))
+    store = StateStore(path.parent, state.partition)
     store.path = path
     payload = path.read_bytes()
     floor = median_of(rounds, lambda: write_atomic(path, payload))

@@ -41,6 +41,7 @@ class AccountRouter(ThreadingHTTPServer):
 
 class _Route(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes (see simulator._Handler)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
