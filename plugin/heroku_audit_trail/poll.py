@@ -312,12 +312,9 @@ class Poller:
 
     def _fetch_ahead(self, today: date) -> None:
         """Start fetching the days to be read next, in the order they will be read, this
-        partition's and the next ones', up to `ahead_limit` days fetched and not yet read."""
+        partition's and the next ones', up to the fetcher's limit of days not yet read."""
         accounts = set(self.accounts_read)
-        # Until Heroku's Date is known, one day of one partition: a clock that runs ahead
-        # would otherwise send requests for days after Heroku's today.
-        known = self.clocks.known
-        per_run = None if known else 1
+        unconfirmed = False  # a partition whose days no Date confirmed has its one day
         for run in self.runs:
             state = run.state
             if state is None or state.account is None or run.failure is not None:
@@ -328,14 +325,20 @@ class Poller:
             if state.account.id in accounts and not run.done:
                 continue  # read under another name: it will be skipped
             accounts.add(state.account.id)
-            for day in pending[:per_run]:
+            if not self.clocks.known:
+                # Until Heroku's Date is known, no day after the one it last confirmed (a
+                # clock that runs ahead would ask for days after Heroku's today), and else
+                # one day of one partition.
+                pending = confirmed_days(pending, state.closed_on)
+                if not pending and not unconfirmed:
+                    unconfirmed = True
+                    pending = self.pending_days(run, state, today)[:1]
+            for day in pending:
                 if self.fetcher.full:
                     return
                 if not self.fetcher.waiting(run.key, day):
                     request = self._request(state, day, today)
                     self.fetcher.start(run.key, state.account.id, day, request, run.tally)
-            if not known:
-                return  # the first partition to read only, until an answer brings the Date
 
     def _warn_if_clocks_disagree(self, report: RunReport) -> None:
         told = self.clocks.skew_warning()
@@ -410,6 +413,11 @@ def last_success(run: PartitionRun) -> datetime:
     """When a partition's last successful run started (the epoch for never, or unknown)."""
     success = run.state.last_success if run.state else None
     return success or datetime.fromtimestamp(0, timezone.utc)
+
+
+def confirmed_days(days: list[date], closed_on: date | None) -> list[date]:
+    """The days up to `closed_on`, the date Heroku's Date last confirmed to have come."""
+    return [day for day in days if closed_on is not None and day <= closed_on]
 
 
 def partition_name(state: State) -> str:

@@ -7,7 +7,7 @@ A day fetched ahead is used only if, when its turn comes, it would be asked for 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -73,7 +73,8 @@ class DayFetcher:
         """The day's pages: fetched ahead already if asked for as now; else asked for now."""
         kept = self._waiting.pop((partition, day), None)
         if kept is not None:
-            if kept[0] == request:
+            # Asked without If-None-Match, the day comes whole: as good as a 304 would be.
+            if kept[0] in (request, replace(request, etag=None)):
                 return kept[1]
             kept[1].close()  # asked for before the day changed: not what is wanted now
         return self._fetch(account_id, day, request, tally)
