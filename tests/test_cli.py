@@ -210,3 +210,43 @@ def test_the_man_page_shows_each_usage_once_and_not_the_build_machines_state_dir
     assert str(tmp_path) not in page and "$XDG_STATE_HOME/heroku-audit-trail" in page
     commands = [name for name, _ in manpage.subcommands(cli.build_parser())]
     assert page.count("usage: heroku-audit-trail") == len(commands)
+
+
+# -- usage errors (64), before any token or request: in-process ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--since", "2026-13-01"], "month 13"),
+        (["--since", "+2d"], "not a day"),
+        (["--since", "today", "--until", "3d"], "is after --until"),
+    ],
+)
+def test_bad_ranges_of_events_are_usage_errors(
+    tmp_path: Path, stderr: Stderr, args: list[str], words: str
+) -> None:
+    assert cli.main(["events", *args], env(tmp_path)) == 64
+    [line] = stderr.getvalue().splitlines()
+    assert words in orjson.loads(line)["message"]
+
+
+def test_a_future_day_is_a_usage_error(tmp_path: Path, stderr: Stderr) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    future = str(datetime.now(timezone.utc).date() + timedelta(days=2))
+    assert cli.main(["events", "--since", future], env(tmp_path)) == 64
+    assert "is after today" in stderr.getvalue()
+
+
+def test_a_usage_error_is_told_in_the_log_format_asked_for(tmp_path: Path, stderr: Stderr) -> None:
+    told = {**env(tmp_path), "HEROKU_AUDIT_LOG_FORMAT": "text"}
+    assert cli.main(["events", "--log-format", "json", "--limit", "0"], told) == 64
+    assert orjson.loads(stderr.getvalue())["exit_code"] == 64
+
+
+def test_a_filter_that_is_not_utf8_is_a_usage_error(tmp_path: Path, stderr: Stderr) -> None:
+    import os
+
+    assert cli.main(["poll", "--actor", os.fsdecode(b"\xff")], env(tmp_path)) == 64
+    assert "--actor" in stderr.getvalue()

@@ -449,8 +449,3 @@ def test_names_from_the_server_cannot_drive_the_terminal(tmp_path: Path) -> None
             text = out.decode()
             assert "\x1b" not in text and "\x07" not in text and "\u009b" not in text
         assert "\\x1b]0;pwned" in shown.stdout.decode()
-
-
-def test_a_filter_that_is_not_utf8_is_a_usage_error(cli: Cli) -> None:
-    run = cli.run("poll", "--actor", os.fsdecode(b"\xff"))
-    assert run.code == 64 and "--actor" in run.stderr

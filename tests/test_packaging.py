@@ -134,6 +134,12 @@ def test_zipapp_never_imports_from_a_planted_directory(
     assert done.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
 
 
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .deb, built once for the tests that read and install it."""
+    return build_deb(tmp_path_factory.mktemp("dist"))
+
+
 def build_deb(out_dir: Path) -> Path:
     """packaging/build_deb.sh with this interpreter; the .deb's path."""
     built = subprocess.run(
@@ -147,8 +153,7 @@ def build_deb(out_dir: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed")
-def test_deb_contents_and_the_extracted_command(tmp_path: Path) -> None:
-    deb = build_deb(tmp_path / "dist")
+def test_deb_contents_and_the_extracted_command(tmp_path: Path, deb: Path) -> None:
     info = subprocess.run(["dpkg-deb", "--info", str(deb)], capture_output=True, check=True)
     control = info.stdout.decode()
     minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -211,10 +216,9 @@ def package_installed() -> bool:
     shutil.which("dpkg-query") is not None and package_installed(),
     reason="a heroku-audit-trail package is installed: not purged by a test",
 )
-def test_deb_installs_with_apt_runs_and_purges(tmp_path: Path) -> None:
+def test_deb_installs_with_apt_runs_and_purges(tmp_path: Path, deb: Path) -> None:
     """As an admin would: apt-get install ./the.deb (dpkg checks Depends), the command from
     /usr/bin, then a purge. A copy that wants another python3 is refused at install time."""
-    deb = build_deb(tmp_path / "dist")
     apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "install", "-y", "-qq", str(deb)], env=apt, check=True)
     try:
