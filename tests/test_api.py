@@ -264,8 +264,12 @@ def test_deadline_refuses_to_start_a_request() -> None:
 
 @responses.activate
 def test_archive_download_carries_no_token() -> None:
+    import io
+
     responses.get("https://storage.example/archive.json.gz", body=b"gz")
-    assert client().download("https://storage.example/archive.json.gz") == b"gz"
+    sink = io.BytesIO(b"left by an earlier attempt")
+    client().download("https://storage.example/archive.json.gz", sink)
+    assert sink.getvalue() == b"gz"  # streamed to the file, from its start
     assert "Authorization" not in responses.calls[0].request.headers
 
 

@@ -266,3 +266,43 @@ def test_a_backfill_carried_on_with_another_format_is_refused(cli: Cli, sim: Sim
     same = cli.run(*backfill_args(since, until, False))
     assert same.code == 0, same.stderr
     assert Counter(stopped.ids + same.ids) == Counter(events_between(sim, since, until))
+
+
+# Runs a command and tells its own peak RSS: measured from a small process, as a child forked
+# from the test process (the simulator's archive in its memory) would count that memory too.
+PEAK_RSS = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[1:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "print(f'peak_rss_kib={usage.ru_maxrss}', file=sys.stderr)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def test_a_big_archive_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """An archive that inflates to about 70 MB (250,000 events, all but a few on another day)
+    for a backfill of one day: it is streamed through temporary files, so the command's peak
+    RSS stays far under what the month takes held whole (over 400 MB before: the inflated
+    text and every event as a dict)."""
+    import re
+    import subprocess
+    import sys
+
+    wanted = utc_today() - timedelta(days=1)
+    other = wanted - timedelta(days=1) if wanted.day > 1 else wanted + timedelta(days=1)
+    with Simulator(SimulatorConfig(seed=11, events_per_day=20, history_days=3)) as sim:
+        sim.faults.archive_filler = (250_000, str(other))
+        cli = Cli(sim, tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, *cli.command(*backfill_args(wanted, wanted, True))],
+            env=cli.env_for(None, None),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 0, err[-500:]
+    ids = [orjson.loads(line)["event"]["id"] for line in done.stdout.splitlines()]
+    assert sorted(ids) == sorted(event["id"] for event in sim.events_for_day(wanted))
+    peak = re.search(r"peak_rss_kib=(\d+)", err)
+    assert peak is not None and int(peak.group(1)) < 300 * 1024, err[-300:]

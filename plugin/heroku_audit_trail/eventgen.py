@@ -301,13 +301,32 @@ def matches(event: dict[str, Any], kind: str | None, action: str | None, actor: 
     )
 
 
-def archive_file(events: list[dict[str, Any]], layout: str, seed: int | str) -> bytes:
+def archive_file(
+    events: list[dict[str, Any]],
+    layout: str,
+    seed: int | str,
+    filler: tuple[int, str] = (0, ""),
+) -> bytes:
     """A monthly archive file: gzip of `[...]` or `{"entries": [...]}`, in no particular order
-    ("The exported archive doesn't always list audit trail entries in chronological order")."""
+    ("The exported archive doesn't always list audit trail entries in chronological order").
+    `filler`: (count, day) small events of that day appended, for a big archive."""
     shuffled = list(events)
     random.Random(f"archive:{seed}").shuffle(shuffled)
-    value = {"entries": shuffled} if layout == "entries" else shuffled
-    return gzip.compress(orjson.dumps(value), mtime=0)  # mtime=0: same bytes, same checksum
+    text = orjson.dumps(shuffled)
+    count, day = filler
+    if count:
+        template = (
+            '{"id":"filler-%08d","created_at":"' + day + 'T00:00:00Z","type":"app",'
+            '"action":"create","actor":{"email":"filler@example.com"},"data":{"note":"'
+            + "x" * 120
+            + '"}}'
+        ).encode()
+        padding = b",".join(template % number for number in range(count))
+        text = text[:-1] + (b"," if shuffled else b"") + padding + b"]"
+    if layout == "entries":
+        text = b'{"entries":' + text + b"}"
+    level = 1 if count else 9  # a big archive is made quickly
+    return gzip.compress(text, compresslevel=level, mtime=0)  # mtime=0: same bytes, same sum
 
 
 def archive_created_at(month: str, today: date) -> str:

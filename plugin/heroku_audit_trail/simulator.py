@@ -96,6 +96,9 @@ class Faults:
     # What an /events ETag covers: "page" (the body, as Heroku's do) or "day" (every event of
     # the day, whatever the page).
     etag_scope: str = "page"
+    # (count, "YYYY-MM-DD"): that many small events of that day added to its month's archive
+    # file only (a big archive; set before the archive is first asked for).
+    archive_filler: tuple[int, str] = (0, "")
 
 
 def _seeded_id(seed: int) -> str:
@@ -560,7 +563,11 @@ class Simulator:
             days = [d for d in self._days_with_events() if d < end]
             events = [e for d in days if d.strftime("%Y-%m") == month for e in self._day(d)]
             generation = self._generation
-        content = archive_file(events, self.config.archive_layout, f"{self.config.seed}:{month}")
+        count, day = self.faults.archive_filler
+        filler = (count, day) if day.startswith(month) else (0, "")
+        content = archive_file(
+            events, self.config.archive_layout, f"{self.config.seed}:{month}", filler
+        )
         checksum = hashlib.sha256(content).hexdigest()
         if month in self.config.bad_checksum_months:
             checksum = hashlib.sha256(content + b"tampered").hexdigest()

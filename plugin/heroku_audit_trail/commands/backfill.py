@@ -300,14 +300,17 @@ class _Run:
                 covered: set[date] = set()
             else:
                 covered = set(archive.covers)
-            for day in in_month:
-                self.backfill.guard.check()
-                if archive is not None and day in covered:
-                    pages: Iterable[Page] = [Page(archive.by_day.pop(day, []), None)]
-                else:
-                    pages = client.day_pages(account_id, day, api_filters, run_pages=None)
-                self.print_day(day, pages)
-            del archive  # one month in memory at a time
+            try:
+                for day in in_month:
+                    self.backfill.guard.check()
+                    if archive is not None and day in covered:
+                        pages: Iterable[Page] = [Page(archive.events_of(day), None)]
+                    else:
+                        pages = client.day_pages(account_id, day, api_filters, run_pages=None)
+                    self.print_day(day, pages)
+            finally:
+                if archive is not None:
+                    archive.close()  # its days' files
 
     def print_day(self, day: date, pages: Iterable[Page]) -> None:
         """The day's new events, in order, through the day engine; the record then moves past

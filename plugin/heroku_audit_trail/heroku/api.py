@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import orjson
@@ -267,6 +267,6 @@ class HerokuClient:
             )
         return archive
 
-    def download(self, url: str) -> bytes:
-        """An archive file: its URL is pre-signed storage, so no Heroku token goes with it."""
-        return self.transport.download(url)
+    def download(self, url: str, sink: BinaryIO) -> None:
+        """An archive file into `sink`: its URL is pre-signed storage, so no token goes."""
+        self.transport.download(url, sink)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import orjson
@@ -75,10 +76,16 @@ def error_detail(response: requests.Response, secret: str) -> str:
     return ""
 
 
-def read_capped(response: requests.Response, cap: int, what: str) -> bytes:
-    """The body, decoded (gzip), a chunk at a time; MalformedDataError past `cap` bytes."""
+def read_capped(
+    response: requests.Response, cap: int, what: str, sink: BinaryIO | None = None
+) -> bytes:
+    """The body, decoded (gzip), a chunk at a time; MalformedDataError past `cap` bytes.
+    With `sink`, the body is written there (from its start) and b"" returned."""
     chunks: list[bytes] = []
     total = 0
+    if sink is not None:
+        sink.seek(0)
+        sink.truncate()  # a retried download starts over
     for chunk in response.iter_content(_CHUNK):
         total += len(chunk)
         if total > cap:
@@ -88,7 +95,10 @@ def read_capped(response: requests.Response, cap: int, what: str) -> bytes:
                 f"{cap >> 20} MiB, the most this program reads; nothing of it was printed",
                 request_id=response.headers.get("Request-Id"),
             )
-        chunks.append(chunk)
+        if sink is not None:
+            sink.write(chunk)
+        else:
+            chunks.append(chunk)
     return b"".join(chunks)
 
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -200,9 +201,10 @@ class Transport:
             self.api_url + path, self._api, params, headers or {}, allow, abandoned, tally
         )
 
-    def download(self, url: str) -> bytes:
-        """A pre-signed storage URL: no Heroku token goes with it, redirects are followed."""
-        return self._send(url, self._download, None, {}, (), None, None)[0].content
+    def download(self, url: str, sink: BinaryIO) -> None:
+        """A pre-signed storage URL into `sink`: no Heroku token goes with it, redirects are
+        followed, and the body never sits in memory whole."""
+        self._send(url, self._download, None, {}, (), None, None, sink)
 
     def _send(
         self,
@@ -213,6 +215,7 @@ class Transport:
         allow: tuple[int, ...],
         abandoned: threading.Event | None,
         tally: Tally | None,
+        sink: BinaryIO | None = None,
     ) -> tuple[requests.Response, Answer]:
         tally = tally or Tally()
         attempt = 0
@@ -235,7 +238,7 @@ class Transport:
                     stream=True,
                     proxies=self._api_proxies if kind.api else None,  # type: ignore[arg-type]
                 )
-                response._content = read_capped(response, kind.cap, kind.what)
+                response._content = read_capped(response, kind.cap, kind.what, sink)
             except requests.exceptions.SSLError as error:
                 # Not retried: a wrong CA or plain HTTP on an https URL does not heal by itself.
                 self._count(tally)
