@@ -449,3 +449,100 @@ def test_names_from_the_server_cannot_drive_the_terminal(tmp_path: Path) -> None
             text = out.decode()
             assert "\x1b" not in text and "\x07" not in text and "\u009b" not in text
         assert "\\x1b]0;pwned" in shown.stdout.decode()
+
+
+# -- another user on the same host -------------------------------------------------------------
+
+
+def _as_user_possible() -> bool:
+    """Root with runuser, the users nobody and daemon, and a system python3 of this minor
+    version that nobody can run this checkout with (this interpreter may live in /root)."""
+    import shutil
+    import subprocess
+    import sys
+
+    runuser = shutil.which("runuser")
+    if os.geteuid() != 0 or runuser is None:
+        return False
+    probe = subprocess.run(
+        [
+            runuser,
+            "-u",
+            "nobody",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import sys; print(*sys.version_info[:2])",
+        ],
+        env=_service_env({}),
+        capture_output=True,
+        check=False,
+    )
+    return probe.stdout.split() == [str(part).encode() for part in sys.version_info[:2]]
+
+
+def _service_env(extra: dict[str, str]) -> dict[str, str]:
+    """A service user's environment: no HOME, this checkout and its dependencies importable."""
+    import sysconfig
+
+    import heroku_audit_trail
+
+    plugin = Path(heroku_audit_trail.__file__).parent.parent
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join([str(plugin), *paths]), **extra}
+
+
+@pytest.mark.skipif(
+    not _as_user_possible(), reason="needs root, runuser and a system python3 of this version"
+)
+@pytest.mark.parametrize("planted", ["fifo", "symlink to /dev/zero"])
+def test_another_users_file_at_the_metrics_path_neither_hangs_nor_fails_the_poll(
+    sim: Simulator, planted: str
+) -> None:
+    """A sticky, world-writable textfile directory shared with another user (daemon), who put
+    a FIFO (or a link to /dev/zero) at the metrics path. The poll, run as a service user
+    (nobody, no HOME), prints its events and exits 0 at once, with a warning: the file is a
+    projection of the state dir, never read back, and cannot be replaced (the sticky bit)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="textfile-", dir="/tmp"))
+    state = Path(tempfile.mkdtemp(prefix="state-", dir="/tmp"))
+    try:
+        shared.chmod(0o1777)
+        shutil.chown(state, "nobody", "nogroup")
+        metrics = shared / "heroku.prom"
+        plant = (
+            ["mkfifo", str(metrics)]
+            if planted == "fifo"
+            else ["ln", "-s", "/dev/zero", str(metrics)]
+        )
+        runuser = shutil.which("runuser") or "runuser"  # found with this PATH, not the child's
+        subprocess.run([runuser, "-u", "daemon", "--", *plant], check=True)
+        env = _service_env(
+            {
+                "HEROKU_API_KEY": DEMO_TOKEN,
+                "HEROKU_ENTERPRISE": sim.config.enterprise_name,
+                "HEROKU_API_URL": sim.url,
+                "HEROKU_AUDIT_STATE_DIR": str(state),
+                "HEROKU_AUDIT_METRICS_FILE": str(metrics),
+                "HEROKU_AUDIT_LOG_FORMAT": "json",
+            }
+        )
+        command = ["/usr/bin/python3", "-m", "heroku_audit_trail", "poll", "--max-runtime", "20"]
+        run = subprocess.run(
+            [runuser, "-u", "nobody", "--", *command],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr.decode()[-500:]
+        printed = {orjson.loads(line)["event"]["id"] for line in run.stdout.splitlines()}
+        assert printed == window_ids(sim)
+        assert "cannot write metrics file" in run.stderr.decode()
+        assert metrics.is_symlink() or metrics.is_fifo()  # the other user's, untouched
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
