@@ -244,12 +244,21 @@ def test_max_runtime_exits_75_and_next_run_finishes(cli: Cli, sim: Simulator) ->
     assert set(first.ids) | set(rest.ids) == window_ids(sim)
 
 
-def test_long_lines_warn_about_fluent_bit_buf_size(tmp_path: Path) -> None:
+def test_long_lines_warn_about_fluent_bit_buf_size_once_a_day(tmp_path: Path) -> None:
     with Simulator(SimulatorConfig(seed=21, events_per_day=300, history_days=1)) as sim:
-        run = Cli(sim, tmp_path).run("poll")
+        cli = Cli(sim, tmp_path)
+        run = cli.run("poll")
+        sim.add_events(utc_today(), 300)  # long lines again
+        again = cli.run("poll", "--min-interval", "0")
+        sim.add_events(utc_today(), 300)
+        next_day = cli.run("poll", "--min-interval", "0", clock="+1d")
     longest = max(len(line) for line in run.stdout.splitlines())
     assert longest > 4095
     warnings = [log for log in run.logs if log["log.level"] == "warning"]
     assert len(warnings) == 1 and "Buf_Size" in warnings[0]["message"]
     # The first line over the limit is named (the run warns once), never a short one.
     assert 4095 < warnings[0]["line_bytes"] <= longest
+    # Told once a day: not by every run of a shipper whose Buf_Size is set already.
+    assert max(len(line) for line in again.stdout.splitlines()) > 4095
+    assert "Buf_Size" not in again.stderr
+    assert "Buf_Size" in next_day.stderr

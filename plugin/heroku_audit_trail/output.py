@@ -102,6 +102,8 @@ class EventWriter:
         self.lines_done = 0
         self.longest_line = 0
         self.warn_long_lines = True
+        # Asked before the warning: whether it is still news (poll tells it once a day).
+        self.long_lines_news: Callable[[], bool] = lambda: True
         self._warned_long = False
         self._offset = 0  # bytes of the batch under way written so far
         self._given_up = False  # the stop's grace ran out while writing
@@ -191,6 +193,8 @@ class EventWriter:
         self.longest_line = max(self.longest_line, longest)
         if longest > FLUENT_BIT_LINE_LIMIT and self.warn_long_lines and not self._warned_long:
             self._warned_long = True
+            if not self.long_lines_news():
+                return
             self.log.warning(
                 f"an event line is {longest} bytes, longer than Fluent Bit's default "
                 f"Buf_Size of 4096: set Buf_Size {_buf_size_for(longest)} or more "

@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 
 from heroku_audit_trail.commands import each_partition, options
 from heroku_audit_trail.commands.settings import (
@@ -23,6 +24,7 @@ from heroku_audit_trail.poll import Poller, utc_now
 from heroku_audit_trail.runs import Attempt
 from heroku_audit_trail.schedule import skip_reason
 from heroku_audit_trail.state import Partition, StateStore
+from heroku_audit_trail.statedir import ensure_state_dir, read_private, write_atomic
 
 DESCRIPTION = (
     "Print the audit-trail events that are new since the last run, one ECS JSON object "
@@ -72,6 +74,7 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
         stdout = stdout_binary()
         writer = EventWriter(stdout, log, guard)
         writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
+        writer.long_lines_news = lambda: first_time_today(settings.state_dir, "long-lines", started)
         poller = Poller(settings, client, writer, log, guard)
         try:
             return poll_each(poller, due, log, exit_codes)
@@ -113,6 +116,21 @@ def due_enterprises(settings: Settings, now: datetime, log: Log) -> list[str]:
     return due
 
 
+def first_time_today(state_dir: Path, what: str, now: datetime) -> bool:
+    """Whether `what` is told for the first time today (UTC) from this state dir, which it
+    then remembers: a warning a shipper would otherwise log every run, once a day. On any
+    doubt (no state dir yet, a file that cannot be read or written), True."""
+    marker = state_dir / f"told-{what}"
+    today = now.date().isoformat().encode()
+    try:
+        if read_private(marker, state_dir) == today:
+            return False
+        write_atomic(marker, today)
+    except AuditTrailError:
+        pass
+    return True
+
+
 def record_runs(
     settings: Settings,
     started: datetime,
@@ -126,7 +144,6 @@ def record_runs(
     recorded only for the metrics file (without one, a skip costs no write). A failure to
     write is logged, never the run's."""
     from heroku_audit_trail.runs import after, load, record_path, save
-    from heroku_audit_trail.statedir import ensure_state_dir
 
     for enterprise, code in exit_codes.items():
         skipped = enterprise not in due
