@@ -21,7 +21,10 @@ pkg="$stage/heroku-audit-trail"
 lib="$pkg/usr/lib/heroku-audit-trail"
 doc="$pkg/usr/share/doc/heroku-audit-trail"
 
-"$python" -m pip install --quiet --no-compile --target "$lib" "$root_dir"
+# A build as root (CI, a container) installs into the staging dir only: no warning about it
+# (an environment variable, which a pip older than the option ignores).
+PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    "$python" -m pip install --quiet --no-compile --target "$lib" "$root_dir"
 rm -rf "$lib/bin"
 find "$lib" -name '*.so' -exec strip --strip-unneeded {} +
 find "$lib" -name '*.py' -exec sed -i '1{/^#!/d}' {} +  # library modules, not scripts
@@ -38,7 +41,7 @@ if [ -z "${REQUESTS_CA_BUNDLE:-}" ] && [ -z "${SSL_CERT_FILE:-}" ] \
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
     export REQUESTS_CA_BUNDLE
 fi
-exec "${HEROKU_AUDIT_PYTHON:-/usr/bin/python3}" -I -c \
+exec "${HEROKU_AUDIT_PYTHON:-/usr/bin/python3}" -I -B -c \
     'import sys; sys.path.insert(0, sys.argv.pop(1)); from heroku_audit_trail.cli import run; run()' \
     "$lib" "$@"
 WRAPPER
@@ -47,8 +50,12 @@ chmod 0755 "$pkg/usr/bin/heroku-audit-trail"
 COLUMNS=80 PYTHONPATH="$lib" "$python" "$root_dir/packaging/manpage.py" "$stage/heroku-audit-trail.1"
 gzip -9n -c "$stage/heroku-audit-trail.1" > "$pkg/usr/share/man/man1/heroku-audit-trail.1.gz"
 
-cp "$root_dir"/examples/* "$doc/examples/"
+cp -r "$root_dir"/examples/* "$doc/examples/"
 gzip -9n -c "$root_dir/README.md" > "$doc/README.md.gz"
+install -d "$doc/docs"
+for page in "$root_dir"/docs/*.md; do
+    gzip -9n -c "$page" > "$doc/docs/$(basename "$page").gz"
+done
 cat > "$doc/copyright" <<'COPYRIGHT'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: heroku-audit-trail
@@ -138,6 +145,22 @@ Description: Heroku Enterprise audit trail as ECS JSON lines for Vector and Flue
  goes to --state-dir; for the vector and fluent-bit service users, use
  /var/lib/heroku-audit-trail.
 CONTROL
+
+# Bytecode is compiled at install, for the system's python3, and removed before the files
+# are: the interpreter runs with -B, so nothing is left in /usr/lib after a remove.
+cat > "$pkg/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+if [ "$1" = configure ] && command -v python3 >/dev/null 2>&1; then
+    python3 -m compileall -q -f -j 0 /usr/lib/heroku-audit-trail >/dev/null || true
+fi
+POSTINST
+cat > "$pkg/DEBIAN/prerm" <<'PRERM'
+#!/bin/sh
+set -e
+find /usr/lib/heroku-audit-trail -depth -type d -name __pycache__ -exec rm -rf {} + 2>/dev/null || true
+PRERM
+chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/DEBIAN/prerm"
 
 mkdir -p "$out_dir"
 deb="$out_dir/heroku-audit-trail_${version}-1_${arch}.deb"

@@ -58,7 +58,7 @@ def manpage() -> str:
         "$XDG_STATE_HOME/heroku-audit-trail (~/.local/state/heroku-audit-trail when "
         "XDG_STATE_HOME is unset).",
     ]
-    out += [".SH SEE ALSO", "/usr/share/doc/heroku-audit-trail/README.md.gz"]
+    out += [".SH SEE ALSO", "/usr/share/doc/heroku-audit-trail/README.md.gz and docs/"]
     return "\n".join(out) + "\n"
 
 

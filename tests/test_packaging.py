@@ -141,13 +141,15 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build_deb(out_dir: Path) -> Path:
-    """packaging/build_deb.sh with this interpreter; the .deb's path."""
+    """packaging/build_deb.sh with this interpreter; the .deb's path. The build says nothing
+    on stderr (no "Running pip as the 'root' user")."""
     built = subprocess.run(
         ["bash", str(ROOT / "packaging" / "build_deb.sh"), str(out_dir)],
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         check=True,
     )
+    assert b"Running pip as the 'root' user" not in built.stderr, built.stderr
     return Path(built.stdout.decode().strip().splitlines()[-1])
 
 
@@ -170,6 +172,7 @@ def test_deb_contents_and_the_extracted_command(tmp_path: Path, deb: Path) -> No
     assert "./usr/share/doc/heroku-audit-trail/examples/fluent-bit.conf" in listing
     assert "./usr/share/man/man1/heroku-audit-trail.1.gz" in listing
     assert "./usr/share/doc/heroku-audit-trail/copyright" in listing
+    assert "./usr/share/doc/heroku-audit-trail/docs/operating.md.gz" in listing
     assert "./usr/share/doc/heroku-audit-trail/changelog.Debian.gz" in listing
     if shutil.which("lintian"):
         lint = subprocess.run(["lintian", str(deb)], capture_output=True, check=False)
@@ -226,8 +229,14 @@ def test_deb_installs_with_apt_runs_and_purges(tmp_path: Path, deb: Path) -> Non
         version = subprocess.run([*installed, "--version"], capture_output=True, check=True)
         assert version.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
         check_poll(installed, tmp_path, {})
-    finally:
-        subprocess.run(["apt-get", "purge", "-y", "-qq", "heroku-audit-trail"], env=apt, check=True)
+        assert list(Path("/usr/lib/heroku-audit-trail").rglob("*.pyc"))  # compiled at install
+        subprocess.run(
+            ["apt-get", "remove", "-y", "-qq", "heroku-audit-trail"], env=apt, check=True
+        )
+        # Nothing left behind by a remove: no bytecode, no directory dpkg cannot remove.
+        assert not Path("/usr/lib/heroku-audit-trail").exists()
+    finally:  # removed already, or not: dpkg purges what is left either way
+        subprocess.run(["dpkg", "--purge", "heroku-audit-trail"], env=apt, check=True)
     assert not Path("/usr/bin/heroku-audit-trail").exists()
 
     # The same package wanting another python3: dpkg's Depends check refuses it.
@@ -270,6 +279,7 @@ def test_wheel_and_sdist_build_and_the_sdist_carries_docs_examples_and_tests(
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert {"README.md", "examples/vector.toml", "examples/fluent-bit.conf"} <= names
+    assert {"docs/operating.md", "docs/shippers.md", "docs/development.md"} <= names
     assert {"tests/conftest.py", "tests/golden/ecs.jsonl", "packaging/build_deb.sh"} <= names
 
 
