@@ -17,6 +17,9 @@ class Plan:
         self.events: list[dict[str, Any]] = []
         self.found: dict[str, set[str]] = {}
         self.missed: dict[str, set[str]] = {}
+        # Near-misses only for being older than the SQL's 24-hour window: a Sigma rule has no
+        # window (the SIEM schedules it over one), so for it they are finds.
+        self.window_missed: dict[str, set[str]] = {}
 
     def add(
         self,
@@ -24,8 +27,9 @@ class Plan:
         type_action: str,
         ago: timedelta,
         *,
-        finds: str | None = None,
+        finds: str | tuple[str, ...] | None = None,
         misses: str | None = None,
+        window_misses: str | None = None,
         ip: str | None = None,
         **parts: Any,
     ) -> None:
@@ -44,10 +48,19 @@ class Plan:
         if ip:
             event["request"] = {"ip_address": ip}
         self.events.append(event)
-        if finds:
-            self.found.setdefault(finds, set()).add(event_id)
+        for key in (finds,) if isinstance(finds, str) else finds or ():
+            self.found.setdefault(key, set()).add(event_id)
         if misses:
             self.missed.setdefault(misses, set()).add(event_id)
+        if window_misses:
+            self.missed.setdefault(window_misses, set()).add(event_id)
+            self.window_missed.setdefault(window_misses, set()).add(event_id)
+
+    def sigma_found(self, key: str) -> set[str]:
+        return self.found.get(key, set()) | self.window_missed.get(key, set())
+
+    def sigma_missed(self, key: str) -> set[str]:
+        return self.missed.get(key, set()) - self.window_missed.get(key, set())
 
 
 def minutes(count: float) -> timedelta:
@@ -67,6 +80,13 @@ def plan() -> Plan:
         finds="admin_granted",
         data={"user": {"email": "frank@acme.example"}, "role": "admin"},
         **member,
+    )
+    p.add(
+        "root@acme.example",
+        "enterprise_account_membership.update",
+        minutes(185),
+        finds="admin_granted",
+        data={"user": {"email": "liz@acme.example"}, "permissions": ["manage"]},
     )
     p.add(
         "root@acme.example",
@@ -94,7 +114,7 @@ def plan() -> Plan:
         "root@acme.example",
         "team_membership.create",
         day + minutes(120),
-        misses="admin_granted",
+        window_misses="admin_granted",
         data={"user": {"email": "jo@acme.example"}, "role": "admin"},
         **member,
     )
@@ -109,13 +129,21 @@ def plan() -> Plan:
         **app,
     )
     p.add(
-        "gina@acme.example", "app.destroy", minutes(160), finds="collaborator_then_destroy", **app
+        "gina@acme.example", "app.destroy", minutes(140), finds="collaborator_then_destroy", **app
+    )
+    # Another actor's transfer (each step of the Sigma rule has an actor of its own).
+    p.add(
+        "uma@acme.example",
+        "collaborator.create",
+        minutes(170),
+        data={"user": {"email": "buyer@evil.example"}},
+        **app,
     )
     p.add(
-        "gina@acme.example",
+        "uma@acme.example",
         "app_transfer.create",
-        minutes(150),
-        finds="collaborator_then_destroy",
+        minutes(130),
+        finds=("collaborator_then_destroy", "app_transferred"),
         **app,
     )
     p.add(
@@ -141,6 +169,22 @@ def plan() -> Plan:
 
     # prod_config_changed: a config change on an app named with a prod/production word.
     config = {"data": {"config_vars": ["DATABASE_URL", "STRIPE_KEY"]}}
+    # The word alone, first, last and between separators, each way once (every pattern of
+    # the Sigma rule has its event), and a removal.
+    seps = "-_."
+    names = ["prod", "production"]
+    names += [f"{word}{sep}eu" for word in ("prod", "production") for sep in seps]
+    names += [f"eu{sep}{word}" for word in ("prod", "production") for sep in seps]
+    names += [f"eu{a}{word}{b}api" for word in ("prod", "production") for a in seps for b in seps]
+    for n, name in enumerate(names):
+        p.add(
+            "lee@acme.example",
+            "config_change.remove" if n == 0 else "config_change.set",
+            minutes(40 + n / 10),
+            finds="prod_config_changed",
+            app={"name": name},
+            **config,
+        )
     p.add(
         "lee@acme.example",
         "config_change.set",
@@ -217,12 +261,14 @@ def plan() -> Plan:
         "space.destroy",
         "addon.destroy",
     ]
-    for n, type_action in enumerate(burst):
+    # A space destroyed is also what the Sigma rule team_or_space_destroyed finds.
+    space = ("team_or_space_destroyed",)
+    for n, type_action in enumerate(burst[:5]):  # five within 7.5 minutes: not in 5, not six
         p.add(
             "ivan@acme.example",
             type_action,
-            minutes(300 - n),
-            finds="destroy_burst",
+            minutes(300 - 1.5 * n),
+            finds=("destroy_burst", *(space if type_action == "space.destroy" else ())),
             app={"name": f"app-{n}"},
         )
     for n, type_action in enumerate(burst):  # six, but four minutes apart
@@ -230,6 +276,7 @@ def plan() -> Plan:
             "judy@acme.example",
             type_action,
             minutes(300 - 4 * n),
+            finds=space if type_action == "space.destroy" else None,
             misses="destroy_burst",
             app={"name": f"app-{n}"},
         )
@@ -301,13 +348,14 @@ def sigma_extras(p: Plan) -> Plan:
         **space,
     )
     p.add("quinn@acme.example", "team.update", minutes(96), misses="team_or_space_destroyed")
-    # collaborators_removed_burst: five removals within ten minutes by one actor; near-misses:
+    # collaborators_removed_burst: five removals within ten minutes (eight) by one actor;
+    # near-misses:
     # four within a minute, and five spread over twenty minutes.
     for n in range(5):
         p.add(
             "rita@acme.example",
             "collaborator.destroy",
-            minutes(400 - n),
+            minutes(400 - 2 * n),
             finds="collaborators_removed_burst",
             data={"user": {"email": f"dev{n}@acme.example"}},
             **app,

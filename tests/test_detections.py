@@ -72,7 +72,8 @@ def found(session: Any, database: str, query: str) -> set[str]:
 
 
 def test_every_detection_is_planted_for() -> None:
-    assert set(detections()) == set(PLAN.found) == set(PLAN.missed)
+    sql = set(detections())
+    assert sql == set(PLAN.missed) and sql <= set(PLAN.found)  # the rest: Sigma rules' only
 
 
 @pytest.mark.parametrize("name", sorted(detections()))
