@@ -5,13 +5,13 @@ from the command. Usage: python3 packaging/manpage.py OUT.1   (with the package 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import date
 from pathlib import Path
 
 from heroku_audit_trail import __version__
 from heroku_audit_trail.cli import EXAMPLES, build_parser
+from heroku_audit_trail.commands import options
 
 
 def roff(text: str) -> str:
@@ -33,9 +33,8 @@ def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Arg
 
 
 def manpage() -> str:
-    # The state dir's default as a reader's machine has it, not the build machine's home:
-    # platformdirs puts it under $XDG_STATE_HOME.
-    os.environ["XDG_STATE_HOME"] = "$XDG_STATE_HOME"
+    # The state dir's default as a reader's machine has it, not the build machine's home.
+    options.default_state_dir = lambda: Path("$XDG_STATE_HOME/heroku-audit-trail")
     parser = build_parser()
     out = [
         f'.TH HEROKU-AUDIT-TRAIL 1 "{date.today():%Y-%m-%d}" "heroku-audit-trail {__version__}"',

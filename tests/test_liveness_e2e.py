@@ -219,6 +219,31 @@ def test_a_state_disk_without_room_for_this_runs_ids_prints_nothing(
     assert freed.code == 0 and set(freed.ids) == new
 
 
+def test_a_state_that_cannot_be_saved_costs_no_request(cli: Cli, sim: Simulator) -> None:
+    """`ulimit -f` under the state file's size: each run exits 73 before any request, though
+    several open days would be fetched side by side (73 starts no backoff: a run a second
+    must not spend the account's quota)."""
+    assert cli.run("poll", "--lookback-days", "6").code == 0
+    [name] = cli.state_bytes()
+    size = (cli.state_dir / name).stat().st_size
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    for _ in range(2):
+        before = len(sim.request_log)
+        done = subprocess.run(
+            cli.command("poll", "--lookback-days", "6", "--min-interval", "0"),
+            env=cli.env_for(None, None),
+            capture_output=True,
+            preexec_fn=limited,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 73, done.stderr
+        assert len(sim.request_log) == before  # not one request
+
+
 # -- what the suite missed (issue R3) ---------------------------------------------------------
 
 

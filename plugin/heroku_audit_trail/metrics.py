@@ -32,7 +32,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ),
     ("events_emitted_total", "Events printed by all runs recorded for this partition."),
     ("requests", "API requests made by the last run that called the API."),
-    ("rate_limit_remaining", "The lowest RateLimit-Remaining of the last run that saw one."),
+    ("rate_limit_remaining", "The last RateLimit-Remaining seen: of a run's answers, the lowest."),
     ("closed_through_timestamp_seconds", "Midnight UTC after the last closed day."),
     ("consecutive_failures", "Failed runs in a row (0 after a success)."),
 )

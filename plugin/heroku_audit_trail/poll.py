@@ -155,6 +155,9 @@ class Poller:
             run.store.ensure_dir()
             held.enter_context(run.store.lock())
             run.state = run.store.load() or State(partition=partition)
+            # Before any request: a state that cannot be saved (a full or read-only disk)
+            # costs no request, run after run (exit 73 starts no backoff).
+            run.store.prove_writable(run.state)
         except AuditTrailError as error:
             run.failure = error
         return run
@@ -162,7 +165,11 @@ class Poller:
     def _look_up_accounts(self, today: date) -> None:
         """First runs: every account looked up side by side (Heroku's Date comes with the
         answers), and each first window set; then the first days of all are fetched ahead."""
-        first = [run for run in self.runs if run.state is not None and run.state.account is None]
+        first = [
+            run
+            for run in self.runs
+            if run.state is not None and run.state.account is None and run.failure is None
+        ]
         # Daemon threads (a read-ahead of one item each): a deadline or a signal in the main
         # thread is never held up by a lookup that hangs.
         lookups = [

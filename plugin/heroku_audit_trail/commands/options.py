@@ -131,7 +131,7 @@ def account(parser: argparse.ArgumentParser, keeps_state: bool = True) -> None:
         + (", one cursor each" if keeps_state else "")
         + " (env HEROKU_ENTERPRISE, comma-separated; required)",
     )
-    _group(parser, "", hidden=not keeps_state)(
+    (add if keeps_state else _group(parser, "", hidden=True))(
         "--state-dir",
         metavar="DIR",
         help=f"where cursors are kept (env HEROKU_AUDIT_STATE_DIR; default {default_state_dir()})",
