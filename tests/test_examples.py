@@ -154,5 +154,9 @@ def test_vector_config() -> None:
 
 
 def test_no_example_carries_a_token() -> None:
-    for path in EXAMPLES.iterdir():
-        assert not TOKEN_LIKE.search(path.read_text()), path.name
+    for path in EXAMPLES.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            if path.parent.name == "sigma":  # a Sigma rule's id is a UUID, as the format wants
+                text = re.sub(r"(?m)^id: [0-9a-f-]{36}$", "", text)
+            assert not TOKEN_LIKE.search(text), path.name
