@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -24,21 +23,24 @@ from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import (
     EX_SOFTWARE,
     AuditTrailError,
-    DeadlineError,
     StateWriteError,
-    StoppedError,
 )
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
+from heroku_audit_trail.partitions import (
+    PartitionRun,
+    RunReport,
+    last_success,
+    look_up_accounts,
+    open_partition,
+)
 from heroku_audit_trail.runs import Attempt, Tally
 from heroku_audit_trail.schedule import after_failure, backs_off_after
 from heroku_audit_trail.state import (
-    Account,
     DayState,
     LastRun,
     Partition,
     State,
-    StateStore,
     close_old_days,
     next_day_state,
 )
@@ -51,37 +53,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass
-class RunReport:
-    """What one partition's run did: the summary line and `last_run` are built from it."""
-
-    days_read: int = 0
-    events_emitted: int = 0
-    degraded: int = 0
-    warnings: int = 0
-
-
 MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a thousand log lines
-
-
-@dataclass
-class PartitionRun:
-    """One partition's part of a run: opened (locked, loaded) before any partition is read,
-    so the pages of several can be fetched side by side, then read in its turn."""
-
-    partition: Partition
-    store: StateStore
-    started_at: datetime
-    report: RunReport = field(default_factory=RunReport)
-    tally: Tally = field(default_factory=Tally)  # its requests, whichever thread sent them
-    state: State | None = None
-    failure: AuditTrailError | None = None  # met before its turn: told in its turn
-    done: set[date] = field(default_factory=set)
-
-    @property
-    def key(self) -> str:
-        """Its days' key in the fetcher: one partition per enterprise in a run."""
-        return self.partition.enterprise
 
 
 class Poller:
@@ -114,10 +86,20 @@ class Poller:
         run that cannot read every account before its deadline moves each on in turn)."""
         today = self.today = self.now().date()  # one date for the whole run
         with ExitStack() as held:
-            self.runs = [self._open(enterprise, held) for enterprise in enterprises]
+            self.runs = [
+                open_partition(
+                    Partition(enterprise, self.settings.filters),
+                    self.settings.state_dir,
+                    held,
+                    self.now(),
+                )
+                for enterprise in enterprises
+            ]
             self.runs.sort(key=last_success)
             try:
-                self._look_up_accounts(today)
+                look_up_accounts(self.runs, self.client, self.fetcher.slots)
+                self._first_windows(today)
+                self._fetch_ahead(today)
                 yield [run.partition.enterprise for run in self.runs]
             finally:
                 self.fetcher.close()
@@ -147,64 +129,15 @@ class Poller:
             )
             self.fetcher.close(run.key)
 
-    def _open(self, enterprise: str, held: ExitStack) -> PartitionRun:
-        """The partition locked and its state loaded; a failure is kept for its turn."""
-        partition = Partition(enterprise, self.settings.filters)
-        run = PartitionRun(partition, StateStore(self.settings.state_dir, partition), self.now())
-        try:
-            run.store.ensure_dir()
-            held.enter_context(run.store.lock())
-            run.state = run.store.load() or State(partition=partition)
-            # Before any request: a state that cannot be saved (a full or read-only disk)
-            # costs no request, run after run (exit 73 starts no backoff).
-            run.store.prove_writable(run.state)
-        except AuditTrailError as error:
-            run.failure = error
-        return run
-
-    def _look_up_accounts(self, today: date) -> None:
-        """First runs: every account looked up side by side (Heroku's Date comes with the
-        answers), and each first window set; then the first days of all are fetched ahead."""
-        first = [
-            run
-            for run in self.runs
-            if run.state is not None and run.state.account is None and run.failure is None
-        ]
-        # Daemon threads (a read-ahead of one item each): a deadline or a signal in the main
-        # thread is never held up by a lookup that hangs.
-        lookups = [
-            (run, ReadAhead(self._account_of(run), slots=self.fetcher.slots).start())
-            for run in first
-        ]
-        for at, (run, lookup) in enumerate(lookups):
-            try:
-                account = next(lookup)
-            except (StoppedError, DeadlineError) as stop:
-                # Told to stop (or out of time): no more waiting on lookups; each partition
-                # not yet looked up ends with it, in its turn.
-                for waiting, unanswered in lookups[at:]:
-                    waiting.failure = stop
-                    unanswered.close()
-                break
-            except AuditTrailError as error:
-                run.failure = error
-                continue
-            assert run.state is not None
-            run.state.account = Account(account["id"], str(account.get("name", "")))
-        lookback = self.settings.lookback_days
+    def _first_windows(self, today: date) -> None:
+        """Each first window, set after the account lookups: Heroku's Date is known then, so
+        a clock that runs ahead does not put it in the future."""
         for run in self.runs:
             state = run.state
             if state is not None and state.account is not None and state.closed_through is None:
-                # After the account lookup the server's Date is known: a clock that runs
-                # ahead must not put the first window in the future.
                 trusted = self.clocks.trusted_today(today)
                 state.closed_on = self.clocks.confirmed(trusted)
-                state.closed_through = first_closed_through(trusted, lookback)
-        self._fetch_ahead(today)
-
-    def _account_of(self, run: PartitionRun) -> Iterator[dict[str, Any]]:
-        """The account, looked up where the generator is read (a worker thread)."""
-        yield self.client.enterprise_account(run.partition.enterprise, run.tally)
+                state.closed_through = first_closed_through(trusted, self.settings.lookback_days)
 
     def _look_up(self, name: str, tally: Tally) -> dict[str, Any]:
         with self.fetcher.slots:
@@ -414,12 +347,6 @@ class Poller:
             self.log.warning(message, **fields)
         elif report.warnings == MAX_WARNINGS_PER_RUN + 1:
             self.log.warning("more warnings in this run are not shown; see the poll summary")
-
-
-def last_success(run: PartitionRun) -> datetime:
-    """When a partition's last successful run started (the epoch for never, or unknown)."""
-    success = run.state.last_success if run.state else None
-    return success or datetime.fromtimestamp(0, timezone.utc)
 
 
 def confirmed_days(days: list[date], closed_on: date | None) -> list[date]:
