@@ -72,7 +72,7 @@ def test_the_array_splits_the_same_at_any_chunk_boundary(seed: int, layout: str)
     pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     splitter = ArraySplitter("2026-10")
     elements = [element for piece in pieces for element in splitter.feed(piece)]
-    splitter.close()
+    elements += splitter.close()  # what the last pieces held
     assert [orjson.loads(element) for element in elements] == events
 
 
@@ -82,3 +82,58 @@ def test_the_array_splits_the_same_at_any_chunk_boundary(seed: int, layout: str)
 def test_text_that_is_no_array_of_events_is_malformed(text: bytes) -> None:
     with pytest.raises(MalformedDataError, match="archive 2026-10"):
         parse_archive(*sealed(gzip.compress(text)), "2026-10")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"entries":[{"id":"a"}]\x0c}',  # whitespace to Python, not to JSON: it once hung
+        b'{"x":\x0c1,"entries":[{"id":"a"}]}',
+        b'{\xc2\xa0"entries":[{"id":"a"}]}',
+        b'{"x": tru, "entries": [{"id":"a"}]}',
+    ],
+)
+def test_what_json_calls_no_whitespace_or_value_outside_the_array_is_malformed(
+    text: bytes,
+) -> None:
+    with pytest.raises(MalformedDataError, match="archive 2026-10"):
+        parse_archive(*sealed(gzip.compress(text)), "2026-10")
+
+
+def test_odd_but_valid_archives_read_as_json_reads_them() -> None:
+    deep = b'[{"id":"a","d":' + b"[" * 995 + b"]" * 995 + b"}]"  # past the json module's depth
+    assert [event["id"] for event in parse_archive(*sealed(gzip.compress(deep)), "2026-10")] == [
+        "a"
+    ]
+    escaped_key = b'{"entr\\u0069es":[{"id":"b"}]}'
+    assert parse_archive(*sealed(gzip.compress(escaped_key)), "2026-10") == [{"id": "b"}]
+
+
+def test_a_number_cut_by_a_piece_boundary_is_one_element() -> None:
+    from heroku_audit_trail.heroku.archives import ArraySplitter
+
+    splitter = ArraySplitter("2026-10")
+    elements = splitter.feed(b"[1.") + splitter.feed(b"5, -2e") + splitter.feed(b"3]")
+    assert elements + splitter.close() == [b"1.5", b"-2e3"]
+
+
+def test_a_huge_element_is_not_read_again_for_every_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event of 16 MiB over 16 pieces: tried a few times as it grows (each try at least
+    doubles what it reads), not once a piece (which took quadratic time)."""
+    from heroku_audit_trail.heroku import archives
+
+    tries = 0
+    decode = archives._DECODER.raw_decode
+
+    def counted(text: str, at: int) -> tuple[object, int]:
+        nonlocal tries
+        tries += 1
+        return decode(text, at)
+
+    monkeypatch.setattr(archives._DECODER, "raw_decode", counted)
+    text = b'[{"id":"a","note":"' + b"x" * (16 << 20) + b'"}]'
+    splitter = archives.ArraySplitter("2026-10")
+    pieces = [text[at : at + (1 << 20)] for at in range(0, len(text), 1 << 20)]
+    elements = [element for piece in pieces for element in splitter.feed(piece)]
+    elements += splitter.close()
+    assert len(elements) == 1 and tries <= 8, tries

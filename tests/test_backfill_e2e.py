@@ -306,3 +306,31 @@ def test_a_big_archive_is_read_in_bounded_memory(tmp_path: Path) -> None:
     assert sorted(ids) == sorted(event["id"] for event in sim.events_for_day(wanted))
     peak = re.search(r"peak_rss_kib=(\d+)", err)
     assert peak is not None and int(peak.group(1)) < 300 * 1024, err[-300:]
+
+
+def test_temporary_files_that_cannot_be_written_are_a_clear_73(tmp_path: Path) -> None:
+    """`ulimit -f` under the archive's size: its temporary file cannot be written. A clear
+    exit 73 naming TMPDIR, nothing printed (it was an internal error, 70)."""
+    import resource
+    import subprocess
+
+    wanted = utc_today() - timedelta(days=1)
+    other = wanted - timedelta(days=1) if wanted.day > 1 else wanted + timedelta(days=1)
+    with Simulator(SimulatorConfig(seed=12, events_per_day=20, history_days=3)) as sim:
+        sim.faults.archive_filler = (20_000, str(other))
+        cli = Cli(sim, tmp_path)
+
+        def limited() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (32 << 10, 32 << 10))
+
+        done = subprocess.run(
+            cli.command(*backfill_args(wanted, wanted, True)),
+            env=cli.env_for(None, None),
+            capture_output=True,
+            preexec_fn=limited,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 73, done.stderr.decode()[-500:]
+    assert done.stdout == b""
+    assert b"TMPDIR" in done.stderr and b"internal error" not in done.stderr

@@ -22,7 +22,7 @@ from datetime import date
 from typing import IO, TYPE_CHECKING, Any
 
 from heroku_audit_trail.ecs import parse_time
-from heroku_audit_trail.errors import MalformedDataError
+from heroku_audit_trail.errors import MalformedDataError, StateWriteError
 from heroku_audit_trail.heroku.jsonbody import parse_events
 
 if TYPE_CHECKING:
@@ -90,8 +90,11 @@ class ArraySplitter:
 
     def __init__(self, month: str, key: bytes = b"entries") -> None:
         self.month = month
-        self.key = '"' + key.decode() + '"'
+        self.key_text = key.decode()
         self.text = ""
+        self.pieces: list[str] = []  # decoded, not yet read
+        self.waiting = 0  # characters in `pieces`
+        self.wait = 0  # how many to wait for before trying again
         self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self.at = 0  # where reading goes on, in `text`
         self.depth = 0  # brackets and braces open, outside the array's elements
@@ -104,8 +107,13 @@ class ArraySplitter:
         self.at_colon = False
 
     def feed(self, chunk: bytes, final: bool = False) -> list[bytes]:
-        self.text = self.text[self.at :] + self.decoder.decode(chunk, final)
-        self.at = 0
+        piece = self.decoder.decode(chunk, final)
+        self.pieces.append(piece)
+        self.waiting += len(piece)
+        if self.waiting < self.wait and not final:
+            return []  # an element (or a string) longer than what came since the last try
+        self.text = self.text[self.at :] + "".join(self.pieces)
+        self.pieces, self.waiting, self.at = [], 0, 0
         elements: list[bytes] = []
         while True:
             if self.in_array:
@@ -113,6 +121,9 @@ class ArraySplitter:
                     break
             elif not self._outside(final):
                 break
+        # What is left is cut by the end of the text so far: tried again once as much more
+        # has come, so a huge element costs linear time, not a rescan per megabyte.
+        self.wait = len(self.text) - self.at
         return elements
 
     def close(self) -> list[bytes]:
@@ -150,16 +161,20 @@ class ArraySplitter:
         return True
 
     def _element_end(self, text: str, at: int, final: bool) -> int | None:
-        """Where the element at `at` ends, or None if the text so far cuts it."""
-        try:
-            end: int | None = _DECODER.raw_decode(text, at)[1]
-        except ValueError:
-            end = _end_by_tokens(text, at, self.month)  # a bad one, or one cut short
+        """Where the element at `at` ends, or None if the text so far cuts it. A number or
+        literal ends at the next delimiter (it may go on in the next piece); an object, array
+        or string is read by the json module, or token by token when it refuses it (too deep,
+        a lone surrogate, a control character: it becomes a degraded event)."""
+        end: int | None = None
+        if text[at] in '{["':
+            try:
+                end = _DECODER.raw_decode(text, at)[1]
+            except (ValueError, RecursionError):
+                end = None
+        if end is None:
+            end = _end_by_tokens(text, at, self.month)
             if end is None and final:
-                raise _corrupt(self.month) from None
-        else:
-            if end == len(text) and not final and text[at] not in '{["':
-                return None  # a number or literal may go on in the next piece
+                raise _corrupt(self.month)
         if end is not None and end <= at:
             raise _corrupt(self.month)  # [,1]
         return end
@@ -180,8 +195,8 @@ class ArraySplitter:
                 if final:
                     raise _corrupt(self.month)
                 return False
-            if self.depth == 0:
-                raise _corrupt(self.month)  # a bare value is no archive
+            if self.depth == 0 or not _SCALAR.fullmatch(self.text, at, end):
+                raise _corrupt(self.month)  # a bare value, or no JSON value at all
             self.at = end
             return True
         token = match.group()
@@ -202,7 +217,7 @@ class ArraySplitter:
             self.depth += 1
             bare = self.depth == 1 and token == "["
             keyed = self.depth == 2 and token == "[" and self.at_colon
-            if not self.found and (bare or (keyed and self.last_key == self.key)):
+            if not self.found and (bare or (keyed and _string(self.last_key) == self.key_text)):
                 self.in_array, self.expect_element = True, True
             self.at_colon = False
         elif token == ",":
@@ -220,7 +235,17 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 # A string (unrolled: fast on long ones), the structure, and a quote whose string the text
 # does not hold whole yet.
 _SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]|"', re.DOTALL)
-_VALUE_END = re.compile(r"[\s,\]}]")
+_VALUE_END = re.compile(r"[ \t\n\r,\]}:]")  # JSON's own whitespace, not Python's \s
+_SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null")
+
+
+def _string(token: str) -> str | None:
+    """A JSON string token's text (escapes read), or None."""
+    try:
+        value = json.loads(token)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _skip_space(text: str, at: int) -> int:
@@ -399,6 +424,13 @@ def read_month(
                 day = kept[0] if moment is None and kept else moment.date() if moment else None
                 if day in kept:
                     spool.add(day, text)
+    except OSError as error:  # the temporary files: a full TMPDIR, a file size limit
+        spool.close()
+        raise StateWriteError(
+            f"cannot write the temporary files of archive {label} in "
+            f"{tempfile.gettempdir()}: {error.strerror or error}; nothing from it was printed: "
+            "free some space there, or point TMPDIR at a larger disk"
+        ) from None
     except BaseException:
         spool.close()
         raise
