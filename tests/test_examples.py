@@ -160,3 +160,26 @@ def test_no_example_carries_a_token() -> None:
             if path.parent.name == "sigma":  # a Sigma rule's id is a UUID, as the format wants
                 text = re.sub(r"(?m)^id: [0-9a-f-]{36}$", "", text)
             assert not TOKEN_LIKE.search(text), path.name
+
+
+ROOT = EXAMPLES.parent
+
+
+def test_the_readme_is_a_readme_and_docs_carry_the_rest() -> None:
+    """A newcomer's page (what it is, quick start, a shipper in one minute, install, settings,
+    exit codes, where to read more); the manual is in docs/, one page per reader, each linked."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 220
+    for heading in ("## Quick start", "## Try it in a shipper", "## Install", "## Exit codes"):
+        assert heading in readme
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    assert len(pages) >= 5
+    for page in pages:
+        assert f"(docs/{page.name})" in readme, page.name
+
+
+def test_ci_keeps_the_test_tools_out_of_the_programs_venv() -> None:
+    """.ci/run installs pytest, mypy, ruff, chdb… into .venv-test: the .venv that
+    packaging/install.sh makes for the program stays small."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "install.sh .venv-test" in ci and "install.sh .venv\n" not in ci
