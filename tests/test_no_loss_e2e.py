@@ -396,11 +396,11 @@ def test_id_less_events_get_stable_distinct_ids_and_times_are_understood(
 def test_a_day_too_big_for_one_run_goes_on_where_it_stopped_and_today_is_reached(
     tmp_path: Path,
 ) -> None:
-    """20 pages of 1000 at 0.3 s each against --max-runtime 3: no run can read yesterday
+    """12 pages of 1000 at 0.3 s each against --max-runtime 2: no run can read yesterday
     whole. Each run continues the day's pass at its Next-Range, today is read by the third
     run at the latest, and no run is spent re-reading yesterday while today is unread."""
     today = utc_today()
-    config = SimulatorConfig(seed=8, events_per_day=20_000, history_days=1)
+    config = SimulatorConfig(seed=8, events_per_day=12_000, history_days=1)
     with Simulator(config) as sim:
         cli = Cli(sim, tmp_path)
         window = window_ids(sim)
@@ -408,7 +408,7 @@ def test_a_day_too_big_for_one_run_goes_on_where_it_stopped_and_today_is_reached
         printed: list[str] = []
         reached_today_by = None
         for number in range(1, 8):
-            run = cli.run("poll", "--max-runtime", "3")
+            run = cli.run("poll", "--max-runtime", "2")
             assert run.code in (0, 75), run.stderr
             assert run.ids, f"run {number} made no progress"
             printed += run.ids
