@@ -295,3 +295,33 @@ def test_json_lines_on_a_terminal_carry_no_c1_control(cli: Cli, sim: Simulator) 
     assert "\u009b" not in output and "\\u009b" in output
     [line] = [orjson.loads(text) for text in output.splitlines() if '"csi"' in text]
     assert line["heroku"]["app"]["name"] == "x\u009b2Jy"
+
+
+def test_a_table_over_a_long_range_does_not_hold_its_rows(tmp_path: Path) -> None:
+    """A table with no --limit over 45 days (36,000 rows) peaks within half again of one over
+    5 days: the rows wait in temporary files, not in memory (held whole, it was 2.1 times)."""
+    import re
+    import sys
+
+    from .test_backfill_e2e import PEAK_RSS
+
+    with Simulator(SimulatorConfig(seed=4, events_per_day=800, history_days=46)) as sim:
+        cli = Cli(sim, tmp_path)
+        peaks = {}
+        for since in ("5d", "45d"):
+            command = cli.command("events", "--since", since, "--output", "table")
+            done = subprocess.run(
+                [sys.executable, "-c", PEAK_RSS, *command],
+                env=cli.env_for(None, None),
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr.decode()[-300:]
+            rows = done.stdout.decode().splitlines()[1:]
+            days = [utc_today() - timedelta(days=n) for n in range(int(since[:-1]) + 1)]
+            assert len(rows) == sum(len(sim.events_for_day(day)) for day in days)
+            found = re.search(r"peak_rss_kib=(\d+)", done.stderr.decode())
+            assert found is not None
+            peaks[since] = int(found.group(1))
+    assert peaks["45d"] <= 1.5 * peaks["5d"], peaks

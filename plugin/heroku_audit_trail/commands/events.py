@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import heapq
 import sys
+import tempfile
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
-from typing import Any, BinaryIO
+from itertools import chain
+from typing import IO, Any, BinaryIO
 
 import orjson
 
@@ -102,16 +104,67 @@ WIDEST_PADDED = 80  # a longer cell is printed whole, but other rows are not pad
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str] = HEADERS) -> list[str]:
     """Columns as wide as their widest cell, two spaces apart; nothing is cut."""
-    cells = [[printable(cell) for cell in row] for row in [headers, *rows]]
-    widths = [
-        max(min(width(row[column]), WIDEST_PADDED) for row in cells)
-        for column in range(len(headers))
-    ]
-    lines = []
-    for row in cells:
-        padded = [cell + " " * max(widths[n] - width(cell), 0) for n, cell in enumerate(row[:-1])]
-        lines.append("  ".join([*padded, row[-1]]).rstrip())
-    return lines
+    widths = column_widths([headers, *rows])
+    return [table_line(row, widths) for row in [headers, *rows]]
+
+
+def column_widths(rows: Iterable[Sequence[str]], widths: list[int] | None = None) -> list[int]:
+    """Each column's width over `rows` (and `widths` so far): its widest cell, up to
+    WIDEST_PADDED."""
+    widths = list(widths or [])
+    for row in rows:
+        widths += [0] * (len(row) - len(widths))
+        for column, cell in enumerate(row):
+            cell_width = min(width(printable(cell)), WIDEST_PADDED)
+            widths[column] = max(widths[column], cell_width)
+    return widths
+
+
+def table_line(row: Sequence[str], widths: Sequence[int]) -> str:
+    cells = [printable(cell) for cell in row]
+    padded = [cell + " " * max(widths[n] - width(cell), 0) for n, cell in enumerate(cells[:-1])]
+    return "  ".join([*padded, cells[-1]]).rstrip()
+
+
+class TableSpool:
+    """A whole table's rows, for a look-up with no --limit: each account's rows, which come
+    in print order, go to a temporary file of their own while the columns' widths are
+    measured; once all are in, the files are merged in order and the table printed. Memory
+    does not grow with the range (held whole, 96,000 rows took 181 MB)."""
+
+    def __init__(self) -> None:
+        self.files: list[IO[bytes]] = []
+        self.widths: list[int] = []
+        self.lines_done = 0
+
+    def start_account(self) -> None:
+        self.files.append(tempfile.TemporaryFile())  # noqa: SIM115 (closed by close)
+
+    def write(self, lines: Iterable[bytes]) -> int:
+        done = 0
+        for line in lines:  # rank<TAB>row as JSON: no newline in either
+            self.widths = column_widths([orjson.loads(line.partition(b"\t")[2])], self.widths)
+            self.files[-1].write(line + b"\n")
+            done += 1
+        self.lines_done = done
+        return done
+
+    def rows(self) -> Iterator[list[str]]:
+        """Every row, in print order across the accounts."""
+
+        def read(file: IO[bytes]) -> Iterator[tuple[tuple[str, str, str], bytes]]:
+            file.seek(0)
+            for line in file:
+                rank, _, row = line.rstrip(b"\n").partition(b"\t")
+                yield tuple(orjson.loads(rank)), row
+
+        merged = heapq.merge(*(read(file) for file in self.files), key=lambda item: item[0])
+        for _, row in merged:
+            yield orjson.loads(row)
+
+    def close(self) -> None:
+        for file in self.files:
+            file.close()
 
 
 class Kept:
@@ -193,7 +246,9 @@ def run_events(
     days = date_range(query.since, query.until)
     several = len(settings.enterprises) > 1
     streamed = query.limit is None and query.output != "table"
+    spooled = query.limit is None and query.output == "table"  # in order, kept on disk
     kept = Kept(query.limit)
+    spool = TableSpool()
 
     def look_up(enterprise: str) -> None:
         account_id = client.enterprise_account(enterprise)["id"]
@@ -220,7 +275,9 @@ def run_events(
         # Streamed: oldest first, a day at a time, so a pipe sees lines as days arrive. Kept:
         # newest first, and no older day is asked for once the limit is reached (so, with a
         # limit, none is fetched ahead). Else the next days are fetched while one is read.
-        ordered = days if streamed else days[::-1]
+        ordered = days if streamed or spooled else days[::-1]
+        if spooled:
+            spool.start_account()
         ahead = 0 if query.limit is not None else settings.concurrency
         slots = threading.BoundedSemaphore(settings.concurrency)
         try:
@@ -233,7 +290,7 @@ def run_events(
                     of_app_only(pages, query.app),
                     [seen],
                     options,
-                    writer if streamed else kept,
+                    writer if streamed else spool if spooled else kept,
                     guard,
                     commit,
                     warn=log.warning,
@@ -247,11 +304,20 @@ def run_events(
 
     code = each_partition(settings.enterprises, look_up, log)
     printed = writer.lines_written
-    if not streamed:
+    headers = (*HEADERS, "ACCOUNT") if several else HEADERS
+    if spooled:
+        widths = column_widths([headers], spool.widths)
+        rows = (table_line(row, widths) for row in spool.rows())
+        if spool.widths:  # no header over no rows
+            writer.write(
+                line.encode() + b"\n" for line in chain([table_line(headers, widths)], rows)
+            )
+        printed = max(writer.lines_written - 1, 0)
+    elif not streamed:
         chosen = kept.in_order()
         if query.output == "table":
-            rows = [tuple(orjson.loads(row)) for row in chosen]
-            lines = table(rows, (*HEADERS, "ACCOUNT") if several else HEADERS) if rows else []
+            table_rows = [tuple(orjson.loads(row)) for row in chosen]
+            lines = table(table_rows, headers) if table_rows else []
             writer.write(line.encode() + b"\n" for line in lines)
         else:
             writer.write(chosen)
