@@ -4,8 +4,14 @@ or that must not (a near-miss)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
+
+from heroku_audit_trail.simulator import Simulator, SimulatorConfig
+
+from .conftest import Cli
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -383,3 +389,23 @@ def sigma_extras(p: Plan) -> Plan:
 
 PLAN = plan()
 SIGMA_PLAN = sigma_extras(plan())
+
+
+def month_printed(
+    plan: Plan, seed: int, home: Callable[[str], Path]
+) -> tuple[list[bytes], list[bytes]]:
+    """A simulated month as the real `events` command prints it, before and after `plan` is
+    planted; `home(name)` gives each run a directory."""
+
+    def printed(sim: Simulator, where: Path) -> list[bytes]:
+        run = Cli(sim, where).run("events", "--since", "31d", "--output", "jsonl", timeout=180)
+        assert run.code == 0, run.stderr
+        return run.stdout.splitlines()
+
+    with Simulator(SimulatorConfig(seed=seed, events_per_day=30, history_days=31)) as sim:
+        before = printed(sim, home("before"))
+        for event in plan.events:
+            sim.plant(datetime.fromisoformat(event["created_at"]).date(), [event])
+        after = printed(sim, home("after"))
+    assert len(after) == len(before) + len(plan.events)
+    return before, after

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from heroku_audit_trail.simulator import Simulator, SimulatorConfig
-
-from .conftest import Cli
-from .planted import PLAN
+from .planted import PLAN, month_printed
 from .test_examples import EXAMPLES
 
 chdb_session = pytest.importorskip("chdb.session", reason="chdb not installed (extra: clickhouse)")
@@ -33,24 +28,11 @@ def detections() -> dict[str, str]:
     return {name: body.strip().rstrip(";") for name, body in pairs}
 
 
-def printed(sim: Simulator, home: Path) -> list[bytes]:
-    """A month of the account as the program prints it, through the real `events` command."""
-    run = Cli(sim, home).run("events", "--since", "31d", "--output", "jsonl", timeout=180)
-    assert run.code == 0, run.stderr
-    return run.stdout.splitlines()
-
-
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One engine (chdb allows one per process) with the month twice: in database `before`
     without the planted events, in `after` with them; each has the examples' table."""
-    config = SimulatorConfig(seed=31, events_per_day=30, history_days=31)
-    with Simulator(config) as sim:
-        before = printed(sim, tmp_path_factory.mktemp("before"))
-        for event in PLAN.events:
-            sim.plant(datetime.fromisoformat(event["created_at"]).date(), [event])
-        after = printed(sim, tmp_path_factory.mktemp("after"))
-    assert len(after) == len(before) + len(PLAN.events)
+    before, after = month_printed(PLAN, 31, tmp_path_factory.mktemp)
     session = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
     for name, lines in (("before", before), ("after", after)):
         session.query(f"CREATE DATABASE {name}")

@@ -10,7 +10,6 @@ import copy
 import re
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,7 @@ import orjson
 import pytest
 import yaml
 
-from heroku_audit_trail.simulator import Simulator, SimulatorConfig
-
-from .conftest import Cli
-from .planted import SIGMA_PLAN
+from .planted import SIGMA_PLAN, month_printed
 from .test_examples import EXAMPLES
 
 collection = pytest.importorskip("sigma.collection", reason="pySigma not installed (extra: test)")
@@ -108,21 +104,9 @@ def matched(connection: sqlite3.Connection, query: str) -> set[str]:
     return found
 
 
-def printed(sim: Simulator, home: Path) -> list[bytes]:
-    run = Cli(sim, home).run("events", "--since", "31d", "--output", "jsonl", timeout=180)
-    assert run.code == 0, run.stderr
-    return run.stdout.splitlines()
-
-
 @pytest.fixture(scope="module")
 def month(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, sqlite3.Connection]]:
-    config = SimulatorConfig(seed=32, events_per_day=30, history_days=31)
-    with Simulator(config) as sim:
-        before = printed(sim, tmp_path_factory.mktemp("before"))
-        for event in SIGMA_PLAN.events:
-            sim.plant(datetime.fromisoformat(event["created_at"]).date(), [event])
-        after = printed(sim, tmp_path_factory.mktemp("after"))
-    assert len(after) == len(before) + len(SIGMA_PLAN.events)
+    before, after = month_printed(SIGMA_PLAN, 32, tmp_path_factory.mktemp)
     yield {"before": database(before), "after": database(after)}
 
 

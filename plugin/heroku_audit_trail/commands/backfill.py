@@ -399,20 +399,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.reading(parser)
     options.output(parser)
     options.scheduling(parser, hidden=True)
-    days = parser.add_argument_group("range")
-    days.add_argument(
-        "--since",
-        required=True,
-        type=options.day_argument,
-        metavar="DAY",
-        help="first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC)",
-    )
-    days.add_argument(
-        "--until",
-        type=options.day_argument,
-        metavar="DAY",
-        help="last day, inclusive (default yesterday)",
-    )
+    days = options.day_range(parser, "range", since="", until="yesterday", required=True)
     days.add_argument(
         "--archives", action="store_true", help="read the monthly archives (SHA-256 checked)"
     )

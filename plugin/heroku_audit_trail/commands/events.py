@@ -354,19 +354,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.reading(parser, keeps_state=False)
     options.output(parser, hidden=True)
     options.scheduling(parser, hidden=True)
-    look_up = parser.add_argument_group("look-up")
-    look_up.add_argument(
-        "--since",
-        type=options.day_argument,
-        metavar="DAY",
-        help="first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC; default today)",
-    )
-    look_up.add_argument(
-        "--until",
-        type=options.day_argument,
-        metavar="DAY",
-        help="last day, inclusive (default today)",
-    )
+    look_up = options.day_range(parser, "look-up", since="; default today", until="today")
     look_up.add_argument("--app", metavar="NAME", help="only events about this app (name or id)")
     look_up.add_argument(
         "--limit",

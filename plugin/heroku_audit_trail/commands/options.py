@@ -237,3 +237,22 @@ def reading(parser: argparse.ArgumentParser, keeps_state: bool = True) -> None:
     account(parser, keeps_state)
     api(parser)
     filters(parser, cursor=keeps_state)
+
+
+def day_range(
+    parser: argparse.ArgumentParser, title: str, since: str, until: str, required: bool = False
+) -> Any:
+    """--since and --until (days as typed: YYYY-MM-DD, today, yesterday, Nd), with what each
+    defaults to in this command, in a group of that title (returned, for the command's own)."""
+    group = parser.add_argument_group(title)
+    group.add_argument(
+        "--since",
+        required=required,
+        type=day_argument,
+        metavar="DAY",
+        help=f"first day: YYYY-MM-DD, today, yesterday or Nd (N days ago, UTC{since})",
+    )
+    group.add_argument(
+        "--until", type=day_argument, metavar="DAY", help=f"last day, inclusive (default {until})"
+    )
+    return group

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, BinaryIO
@@ -19,7 +19,7 @@ from heroku_audit_trail.deadline import Deadline
 from heroku_audit_trail.errors import MalformedDataError
 from heroku_audit_trail.heroku.jsonbody import parse_events
 from heroku_audit_trail.heroku.responses import Answer
-from heroku_audit_trail.heroku.transport import RETRY_BUDGET, AbandonedError, Transport
+from heroku_audit_trail.heroku.transport import AbandonedError, Transport
 from heroku_audit_trail.runs import Tally
 
 __all__ = ["AbandonedError", "Answer", "DayFetch", "HerokuClient", "Page", "with_max"]
@@ -89,26 +89,10 @@ def with_max(range_value: str, page_max: int = PAGE_MAX) -> str:
 class HerokuClient:
     """The endpoints, over one transport (its retries, deadline, floor and counters)."""
 
-    def __init__(
-        self,
-        api_url: str,
-        token: Secret,
-        *,
-        deadline: Deadline | None = None,
-        rate_limit_floor: int = 0,
-        sleep: Callable[[float], None] | None = None,
-        retry_budget: float = RETRY_BUDGET,
-        connections: int = 10,
-    ) -> None:
-        self.transport = Transport(
-            api_url,
-            token,
-            deadline=deadline,
-            rate_limit_floor=rate_limit_floor,
-            retry_budget=retry_budget,
-            connections=connections,
-            **({"sleep": sleep} if sleep is not None else {}),
-        )
+    def __init__(self, api_url: str, token: Secret, **transport: Any) -> None:
+        """`transport`: Transport's options (deadline, rate_limit_floor, sleep, retry_budget,
+        connections)."""
+        self.transport = Transport(api_url, token, **transport)
         self.token_source = token.source
 
     # What the run's answers said, in all (a partition's own are in its Tally).
