@@ -4,6 +4,7 @@ its account looked up side by side with the others' on a first run, then polled 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from heroku_audit_trail.days.ahead import ReadAhead
 from heroku_audit_trail.errors import AuditTrailError, DeadlineError, StoppedError
+from heroku_audit_trail.logs import Log
 from heroku_audit_trail.runs import Tally
 from heroku_audit_trail.state import Account, Partition, State, StateStore
 
@@ -31,6 +33,9 @@ class RunReport:
     warnings: int = 0
 
 
+MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a thousand log lines
+
+
 @dataclass
 class PartitionRun:
     """One partition's part of a run: opened (locked, loaded) before any partition is read,
@@ -44,6 +49,28 @@ class PartitionRun:
     state: State | None = None
     failure: AuditTrailError | None = None  # met before its turn: told in its turn
     done: set[date] = field(default_factory=set)
+
+    def warn(self, log: Log, message: str, **fields: Any) -> None:
+        """A warning of this partition's run: the first few told, the rest counted."""
+        self.report.warnings += 1
+        if self.report.warnings <= MAX_WARNINGS_PER_RUN:
+            log.warning(message, **fields)
+        elif self.report.warnings == MAX_WARNINGS_PER_RUN + 1:
+            log.warning("more warnings in this run are not shown; see the poll summary")
+
+    def summary(self, log: Log, state: State, clock_start: float) -> None:
+        report = self.report
+        log.info(
+            "poll summary",
+            enterprise=self.partition.enterprise,
+            days_read=report.days_read,
+            events_emitted=report.events_emitted,
+            degraded_events=report.degraded or None,
+            requests=self.tally.requests,
+            duration_s=round(time.monotonic() - clock_start, 3),
+            rate_limit_remaining=self.tally.rate_limit_remaining,
+            closed_through=state.closed_through.isoformat() if state.closed_through else None,
+        )
 
     @property
     def key(self) -> str:

@@ -29,7 +29,6 @@ from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 from heroku_audit_trail.partitions import (
     PartitionRun,
-    RunReport,
     last_success,
     look_up_accounts,
     open_partition,
@@ -51,9 +50,6 @@ if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the sk
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-MAX_WARNINGS_PER_RUN = 5  # a hostile page of a thousand bad events is not a thousand log lines
 
 
 class Poller:
@@ -164,9 +160,9 @@ class Poller:
                     with suppress(AuditTrailError), self.guard.critical():
                         store.save(state)
             if report.days_read or report.events_emitted:  # no summary of nothing
-                self._summary(run, state, clock_start)
+                run.summary(self.log, state, clock_start)
             raise
-        self._summary(run, state, clock_start)
+        run.summary(self.log, state, clock_start)
         state.last_run = LastRun(
             started_at=run.started_at,
             finished_at=self.now(),
@@ -178,20 +174,6 @@ class Poller:
         state.backoff = None
         with self.guard.critical():
             store.save(state)
-
-    def _summary(self, run: PartitionRun, state: State, clock_start: float) -> None:
-        report = run.report
-        self.log.info(
-            "poll summary",
-            enterprise=partition_name(state),
-            days_read=report.days_read,
-            events_emitted=report.events_emitted,
-            degraded_events=report.degraded or None,
-            requests=run.tally.requests,
-            duration_s=round(time.monotonic() - clock_start, 3),
-            rate_limit_remaining=run.tally.rate_limit_remaining,
-            closed_through=state.closed_through.isoformat() if state.closed_through else None,
-        )
 
     def pending_days(self, run: PartitionRun, state: State, today: date) -> list[date]:
         """The days `run` has still to read, in reading order: made again after each day, as
@@ -209,7 +191,7 @@ class Poller:
         return [day for day in days if day not in run.done]
 
     def _read_days(self, run: PartitionRun, state: State, today: date) -> None:
-        store, report = run.store, run.report
+        store = run.store
         lookback = self.settings.lookback_days
         assert state.account is not None and state.closed_through is not None
         if state.closed_through > horizon(today, lookback) and not self.clocks.known:
@@ -233,7 +215,7 @@ class Poller:
         )
         while True:
             # Heroku's Date may have come with any answer, days fetched ahead included.
-            self._warn_if_clocks_disagree(report)
+            self._warn_if_clocks_disagree(run)
             self._rewind_if_ahead(state, today)
             pending = self.pending_days(run, state, today)
             if not pending:
@@ -280,10 +262,10 @@ class Poller:
                     request = self._request(state, day, today)
                     self.fetcher.start(run.key, state.account.id, day, request, run.tally)
 
-    def _warn_if_clocks_disagree(self, report: RunReport) -> None:
+    def _warn_if_clocks_disagree(self, run: PartitionRun) -> None:
         told = self.clocks.skew_warning()
         if told is not None:
-            self._warn(report, told[0], clock_skew_s=told[1])
+            run.warn(self.log, told[0], clock_skew_s=told[1])
 
     def _rewind_if_ahead(self, state: State, today: date) -> None:
         assert state.closed_through is not None
@@ -336,17 +318,10 @@ class Poller:
             self.writer,
             self.guard,
             commit,
-            warn=lambda message, **fields: self._warn(report, message, **fields),
+            warn=lambda message, **fields: run.warn(self.log, message, **fields),
             pass_date=lambda: self.clocks.trusted_today(today),
             before_printing=room_for,
         )
-
-    def _warn(self, report: RunReport, message: str, **fields: Any) -> None:
-        report.warnings += 1
-        if report.warnings <= MAX_WARNINGS_PER_RUN:
-            self.log.warning(message, **fields)
-        elif report.warnings == MAX_WARNINGS_PER_RUN + 1:
-            self.log.warning("more warnings in this run are not shown; see the poll summary")
 
 
 def confirmed_days(days: list[date], closed_on: date | None) -> list[date]:
