@@ -191,16 +191,15 @@ class Poller:
         return [day for day in days if day not in run.done]
 
     def _read_days(self, run: PartitionRun, state: State, today: date) -> None:
-        store = run.store
         lookback = self.settings.lookback_days
         assert state.account is not None and state.closed_through is not None
         if state.closed_through > horizon(today, lookback) and not self.clocks.known:
             # The cursor is ahead of this host's window: before moving it back, ask Heroku
             # what day it is (the account, one request), as this host's clock may be behind.
             self._look_up(state.account.id, run.tally)
+        # Proven writable when the partition was opened (partitions.open_partition), before
+        # anything is printed; each day's growth is proven before that day is printed.
         self._rewind_if_ahead(state, today)
-        # Prove the state is writable before printing anything (a full or read-only disk).
-        store.prove_writable(state)
         account_id = state.account.id
         if account_id in self.accounts_read:
             self.log.warning(

@@ -49,12 +49,6 @@ class Partition:
         """The inverse of as_dict; filters in the order Settings gives them."""
         return cls(doc["enterprise"], tuple((name, doc[name]) for name in FILTERS if name in doc))
 
-    @property
-    def name(self) -> str:
-        """For a log line: the enterprise, and the filters if any."""
-        shown = ",".join(f"{key}={value}" for key, value in self.filters)
-        return self.enterprise + (f" [{shown}]" if shown else "")
-
     def file_stem(self) -> str:
         digest = hashlib.sha256(orjson.dumps(self.as_dict(), option=orjson.OPT_SORT_KEYS))
         slug = re.sub(r"[^A-Za-z0-9_-]+", "_", self.enterprise)[:40] or "account"
