@@ -472,7 +472,9 @@ def _as_user_possible() -> bool:
             "--",
             "/usr/bin/python3",
             "-c",
-            "import sys; print(*sys.version_info[:2])",
+            # This checkout and its venv must be readable by nobody too (a clone under a
+            # 0700 directory, as mktemp -d makes, is not: the test cannot run there).
+            "import heroku_audit_trail.cli, orjson, requests, sys; print(*sys.version_info[:2])",
         ],
         env=_service_env({}),
         capture_output=True,

@@ -197,9 +197,11 @@ class Poller:
             # The cursor is ahead of this host's window: before moving it back, ask Heroku
             # what day it is (the account, one request), as this host's clock may be behind.
             self._look_up(state.account.id, run.tally)
-        # Proven writable when the partition was opened (partitions.open_partition), before
-        # anything is printed; each day's growth is proven before that day is printed.
         self._rewind_if_ahead(state, today)
+        # Proven writable when the partition was opened; proven again now because this also
+        # saves what changed since (a first run's account and window, a rewind), so a run cut
+        # by its deadline before its first day does not look the account up again next run.
+        run.store.prove_writable(state)
         account_id = state.account.id
         if account_id in self.accounts_read:
             self.log.warning(
