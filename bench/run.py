@@ -1,6 +1,6 @@
 """Every benchmark in one table, each figure a ratio to a floor measured in the same run.
 
-    python bench/run.py [--quick] [--json PATH]
+    python bench/run.py [--quick] [--json PATH] [--zipapp PATH]
 
 Rows (where it is a time: the floor and ours in turn, several rounds, the median of the
 rounds' ratios):
@@ -20,8 +20,8 @@ rounds' ratios):
   schedule (of the account's 4500), requests for a 30-day backfill;
 - the state file a day leaves (its size) and one save of it, against writing its bytes;
 - the zipapp's warm start: that nothing-new poll from the .pyz against the console script;
-- ten accounts polled in one run (`--enterprise` ten times, through heroku_audit_trail.simulators)
-  against a run per account;
+- ten accounts (quick: three) polled in one run (`--enterprise` repeated, through
+  heroku_audit_trail.simulators) against a run per account;
 - at network speed (every answer after 0.2 s, issue P3): ten and a hundred accounts (quick:
   twenty) in one run, first and steady, against one account's poll, and at --concurrency 1;
   a 30-day backfill against the same at --concurrency 1.
@@ -408,14 +408,16 @@ def at_network_speed(many: int, backfill_days: int, quick: bool) -> dict[str, An
     return results
 
 
-def zipapp_start(rounds: int) -> dict[str, Any]:
+def zipapp_start(rounds: int, built: Path | None = None) -> dict[str, Any]:
     """A poll with nothing new, run from the zipapp (already unpacked once: a warm start)
-    against the same poll from the installed console script."""
+    against the same poll from the installed console script. `built`: a zipapp built
+    already, else one is built here."""
     console = Path(sys.executable).parent / "heroku-audit-trail"
     with tempfile.TemporaryDirectory() as tmp:
-        pyz = Path(tmp) / "heroku-audit-trail.pyz"
-        build = [sys.executable, str(ROOT / "packaging" / "build_zipapp.py"), "--out", str(pyz)]
-        subprocess.run(build, check=True, capture_output=True)
+        pyz = built or Path(tmp) / "heroku-audit-trail.pyz"
+        if built is None:
+            build = [sys.executable, str(ROOT / "packaging" / "build_zipapp.py"), "--out", str(pyz)]
+            subprocess.run(build, check=True, capture_output=True)
         with Simulator(SimulatorConfig(seed=3, events_per_day=50, history_days=1)) as sim:
             state_dir = str(Path(tmp) / "state")
             os.mkdir(state_dir, 0o700)
@@ -431,6 +433,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--zipapp", metavar="PATH", type=Path, help="a zipapp built already (default: build one)"
+    )
     args = parser.parse_args()
     sizes = (1_000, 5_000) if args.quick else (1_000, 20_000, 100_000)
     rounds = 1 if args.quick else 7  # quick: a smoke test of every row (the suite runs it)
@@ -444,8 +449,8 @@ def main() -> int:
             for size in sizes
         },
         "nothing_new": nothing_new(rounds),
-        "zipapp_start": zipapp_start(rounds),
-        "accounts": many_accounts(10, 100 if args.quick else 1000),
+        "zipapp_start": zipapp_start(rounds, args.zipapp),
+        "accounts": many_accounts(3 if args.quick else 10, 100 if args.quick else 1000),
         "network": at_network_speed(10 if args.quick else 100, 5 if args.quick else 30, args.quick),
     }
     smallest = results["days"][str(sizes[0])]["peak_rss_mib"]

@@ -5,13 +5,16 @@ Every subprocess run checks that the token appears in none of stdout, stderr or 
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -105,6 +108,9 @@ class Cli:
             "HEROKU_AUDIT_LOG_FORMAT": "json",
             # Retries keep their schedule, made short: no test sleeps through 15 s of backoff.
             "HEROKU_AUDIT_RETRY_BUDGET": "1",
+            # A stalled write's grace, made short too (a test that stalls its reader on
+            # purpose would otherwise wait 3 s a run for it).
+            "HEROKU_AUDIT_STOP_GRACE": "1",
             **self.env,
         }
 
@@ -217,6 +223,48 @@ def read_slowly(
         received += data
         time.sleep(pause)
     return received
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Polls `condition` until it is true: a wait on an event, not a fixed sleep."""
+    give_up = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < give_up, f"waited {timeout} s for {what}"
+        time.sleep(0.02)
+
+
+def day_requests(sim: Simulator) -> int:
+    """The requests for a day's events the simulator has answered."""
+    return sum(1 for entry in list(sim.request_log) if entry["path"].endswith("/events"))
+
+
+def wait_for_a_full_pipe(read_end: int, timeout: float = 30.0) -> None:
+    """Until the writer at the other end of the pipe is blocked: the pipe holds at least half
+    its capacity and has not grown for 0.2 s (a fixed sleep would wait longer than needed)."""
+    capacity = fcntl.fcntl(read_end, 1032)  # F_GETPIPE_SZ
+    held, since = -1, time.monotonic()
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        now_held = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
+        if now_held != held:
+            held, since = now_held, time.monotonic()
+        elif held >= capacity // 2 and time.monotonic() - since >= 0.2:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the pipe holds {held} bytes of {capacity} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """packaging/build_zipapp.py's zipapp, built once for the tests (and the bench) that run it."""
+    out = tmp_path_factory.mktemp("pyz") / "heroku-audit-trail.pyz"
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, str(root / "packaging" / "build_zipapp.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 
-from .conftest import Cli, read_slowly, utc_today
+from .conftest import Cli, day_requests, read_slowly, utc_today, wait_until
 
 pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
 
@@ -104,6 +104,7 @@ def test_an_outage_midway_then_the_same_command_prints_each_event_once(
     assert records(cli) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("archives", [False, True], ids=["days", "archives"])
 def test_sigkill_at_random_points_then_reruns_lose_nothing(
     long_sim: Simulator, tmp_path: Path, archives: bool
@@ -140,8 +141,9 @@ def test_sigterm_stops_and_the_rerun_prints_each_event_once(
     cli = Cli(long_sim, tmp_path)
     long_sim.faults.latency = 0.05
     try:
+        asked_before = day_requests(long_sim)  # the simulator serves the whole module
         process = cli.popen(*backfill_args(since, until, False))
-        time.sleep(1.5)
+        wait_until(lambda: day_requests(long_sim) >= asked_before + 3, "days under way")
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:
@@ -208,6 +210,7 @@ def test_relative_days_and_clear_date_errors(cli: Cli, sim: Simulator) -> None:
     assert after.code == 64 and "defaults to yesterday" in after.stderr  # 64 before the 78
 
 
+@pytest.mark.slow
 def test_sigterm_while_a_slow_reader_drains_a_big_day_prints_each_event_once(
     tmp_path: Path,
 ) -> None:

@@ -14,10 +14,11 @@ pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subproce
 BENCH = Path(__file__).parent.parent / "bench" / "run.py"
 
 
-def test_quick_bench_runs_and_writes_json(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_quick_bench_runs_and_writes_json(pyz: Path, tmp_path: Path) -> None:
     target = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(target)],
+        [sys.executable, str(BENCH), "--quick", "--json", str(target), "--zipapp", str(pyz)],
         capture_output=True,
         timeout=120,
         check=False,

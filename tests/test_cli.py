@@ -84,6 +84,32 @@ def test_flag_wins_over_environment(tmp_path: Path) -> None:
     assert build_settings(backfill, env(tmp_path), max_runtime=None).max_runtime is None
 
 
+@pytest.mark.parametrize("command", ["poll", "backfill", "events", "check"])
+def test_the_stop_grace_is_a_flag_then_the_environment_then_3_s(
+    tmp_path: Path, command: str, stderr: Stderr
+) -> None:
+    from heroku_audit_trail.commands.settings import arm_deadline
+    from heroku_audit_trail.output import StopGuard
+
+    days = ["--since", "2026-01-01"] if command in ("backfill", "events") else []
+    base = cli.parse([command, *days])
+    assert build_settings(base, env(tmp_path)).stop_grace == 3.0
+    from_env = build_settings(base, {**env(tmp_path), "HEROKU_AUDIT_STOP_GRACE": "0.5"})
+    assert from_env.stop_grace == 0.5
+    flagged = cli.parse([command, *days, "--stop-grace", "7"])
+    settings = build_settings(flagged, {**env(tmp_path), "HEROKU_AUDIT_STOP_GRACE": "0.5"})
+    assert settings.stop_grace == 7.0
+    guard = StopGuard()
+    arm_deadline(settings, guard)  # the command's one deadline also sets the guard's grace
+    guard.disarm()
+    assert guard.grace == 7.0
+    # Zero would switch the alarm off (no grace at all): refused, like a bad number.
+    assert cli.main([command, *days, "--stop-grace", "0"], env(tmp_path)) == 64
+    bad_env = {**env(tmp_path), "HEROKU_AUDIT_STOP_GRACE": "soon"}
+    assert cli.main([command, *days], bad_env) == 78
+    assert "HEROKU_AUDIT_STOP_GRACE" in stderr.getvalue()
+
+
 def test_masking_ignores_secrets_too_short_to_be_tokens() -> None:
     from heroku_audit_trail.logs import Log
 

@@ -240,6 +240,7 @@ def test_check_without_a_token_still_answers_in_json(cli: Cli) -> None:
     assert "HEROKU_API_KEY" in report["steps"][0]["detail"]
 
 
+@pytest.mark.slow
 def test_backfill_has_a_deadline_only_when_asked(cli: Cli, sim: Simulator) -> None:
     sim.faults.latency = 0.6
     since = utc_today() - timedelta(days=3)

@@ -18,7 +18,7 @@ import pytest
 from heroku_audit_trail.simulator import Simulator, SimulatorConfig
 from heroku_audit_trail.simulators import AccountRouter
 
-from .conftest import Cli, Run, utc_today
+from .conftest import Cli, Run, utc_today, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -69,11 +69,12 @@ def runs_of_lines(lines: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [key for key, _ in groupby(keys)]
 
 
+@pytest.mark.slow
 def test_days_and_accounts_side_by_side_print_as_one_at_a_time(tmp_path: Path) -> None:
-    """Slow answers (0.2 s), three accounts of three days: each (account, day) is one run of
+    """Slow answers (0.1 s), three accounts of three days: each (account, day) is one run of
     lines, days oldest first within an account, every event once; and the same bytes as
     --concurrency 1 (the API's objects, which hold no read time)."""
-    with accounts(latency=0.2) as sims, AccountRouter(sims) as router:
+    with accounts(latency=0.1) as sims, AccountRouter(sims) as router:
         outputs = {}
         for concurrency in ("1", "8"):
             cli = cli_for(sims, router, tmp_path / f"c{concurrency}")
@@ -114,11 +115,13 @@ def test_one_day_failing_stops_its_account_only(tmp_path: Path) -> None:
         assert sorted(failed.ids + rest.ids) == sorted(window(sims))  # each once
 
 
+@pytest.mark.slow
 def test_sigterm_with_several_days_in_flight_loses_nothing(tmp_path: Path) -> None:
-    with accounts(latency=1.0) as sims, AccountRouter(sims) as router:
+    with accounts(latency=0.5) as sims, AccountRouter(sims) as router:
         cli = cli_for(sims, router, tmp_path)
         process = cli.popen(*poll_args("--concurrency", "8"))
-        time.sleep(2.5)  # requests of several accounts in flight
+        # The lookups answered: requests for days of several accounts in flight.
+        wait_until(lambda: sum(len(sim.request_log) for sim in sims) >= 3, "the lookups")
         stopped = time.monotonic()
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
@@ -133,15 +136,16 @@ def test_sigterm_with_several_days_in_flight_loses_nothing(tmp_path: Path) -> No
         assert not set(first) & set(rest.ids)  # what was printed was committed
 
 
+@pytest.mark.slow
 def test_a_deadline_moves_every_account_on_in_turn(tmp_path: Path) -> None:
     """Runs too short for all three accounts: the account that succeeded longest ago goes
     first, so none starves, and the window arrives whole."""
-    with accounts(latency=0.4) as sims, AccountRouter(sims) as router:
+    with accounts(latency=0.25) as sims, AccountRouter(sims) as router:
         cli = cli_for(sims, router, tmp_path)
         printed: list[str] = []
         runs: list[Run] = []
         for _ in range(8):
-            run = cli.run(*poll_args("--concurrency", "2", "--max-runtime", "1.5"))
+            run = cli.run(*poll_args("--concurrency", "2", "--max-runtime", "1"))
             assert run.code in (0, 75), run.stderr
             runs.append(run)
             printed += run.ids
@@ -149,6 +153,7 @@ def test_a_deadline_moves_every_account_on_in_turn(tmp_path: Path) -> None:
                 break
         assert set(printed) == window(sims)
         assert len(printed) == len(set(printed))
+        assert len(runs) >= 3, "the runs were not too short for the three accounts"
 
 
 # -- found by review ---------------------------------------------------------------------------
@@ -160,7 +165,7 @@ def test_sigterm_while_first_runs_look_up_their_accounts_stops_at_once(tmp_path:
     with accounts(latency=6.0) as sims, AccountRouter(sims) as router:
         cli = cli_for(sims, router, tmp_path)
         process = cli.popen(*poll_args())
-        time.sleep(1.5)
+        wait_until(lambda: sum(sim.arrivals for sim in sims) >= 3, "three lookups under way")
         stopped = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
@@ -169,12 +174,13 @@ def test_sigterm_while_first_runs_look_up_their_accounts_stops_at_once(tmp_path:
         assert b'"log.level":"warning"' in err and b"SIGTERM" in err
 
 
+@pytest.mark.slow
 def test_a_clock_ahead_asks_no_day_after_herokus_today_for_the_next_accounts(
     tmp_path: Path,
 ) -> None:
     """Heroku a day behind this host, three accounts, one request at a time: only the first
     request (before any Date is known) may be for this host's today."""
-    with accounts(latency=0.1) as sims, AccountRouter(sims) as router:
+    with accounts(latency=0.05) as sims, AccountRouter(sims) as router:
         for sim in sims:
             sim.faults.date_offset = -86_400.0
         cli = cli_for(sims, router, tmp_path)

@@ -297,6 +297,7 @@ def test_json_lines_on_a_terminal_carry_no_c1_control(cli: Cli, sim: Simulator) 
     assert line["heroku"]["app"]["name"] == "x\u009b2Jy"
 
 
+@pytest.mark.slow
 def test_a_table_over_a_long_range_does_not_hold_its_rows(tmp_path: Path) -> None:
     """A table with no --limit over 45 days (36,000 rows) peaks within half again of one over
     5 days: the rows wait in temporary files, not in memory (held whole, it was 2.1 times)."""

@@ -44,15 +44,18 @@ def late_event(event_id: str, day: object) -> dict[str, object]:
 # -- 1. a slow sink under a deadline -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_slow_reader_under_a_deadline_still_moves_the_feed_on(tmp_path: Path) -> None:
-    """Stdout read at about 400 KB/s, runs of 1 s (and 3 s of grace for the write): no run can
-    print yesterday whole. Each run records the whole lines it printed, so the next goes on
-    from there: every run prints new events and today is reached."""
-    config = SimulatorConfig(seed=21, events_per_day=3000, history_days=1)
+    """Stdout read at about 400 KB/s, runs of 1 s (and the suite's 1 s of --stop-grace for the
+    write): no run can print yesterday (1000 lines of about 1 KB) whole. Each run records the
+    whole lines it printed, so the next goes on from there: every run prints new events and
+    today is reached."""
+    config = SimulatorConfig(seed=21, events_per_day=1000, history_days=1)
     with Simulator(config) as sim:
         cli = Cli(sim, tmp_path)
+        yesterday = {event["id"] for event in sim.events_for_day(utc_today() - timedelta(days=1))}
         printed: Counter[str] = Counter()
-        for number in range(1, 7):
+        for number in range(1, 9):
             process = cli.popen("poll", "--max-runtime", "1")
             received = read_slowly(process, 1 << 40, pause=0.04, chunk=16384)  # 400 KB/s
             _, stderr = process.communicate(timeout=30)
@@ -60,6 +63,8 @@ def test_a_slow_reader_under_a_deadline_still_moves_the_feed_on(tmp_path: Path) 
             whole = bytes(received).split(b"\n")[:-1]  # a line cut by the grace is not one
             ids = [orjson.loads(line)["event"]["id"] for line in whole]
             assert ids, f"run {number} printed nothing"
+            if number == 1:
+                assert not yesterday <= set(ids), "the reader was not slow enough to test this"
             assert not set(ids) & set(printed), f"run {number} printed again what one had"
             printed.update(ids)
             if set(printed) == window_ids(sim):

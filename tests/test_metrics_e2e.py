@@ -101,6 +101,7 @@ def test_metrics_never_change_the_exit_code_nor_count_leftovers(
     assert not list(tmp_path.glob(".*.prom"))  # no temp file a collector could read
 
 
+@pytest.mark.slow
 def test_failures_of_any_kind_count_and_samples_outlive_other_runs(
     cli: Cli, sim: Simulator, tmp_path: Path
 ) -> None:

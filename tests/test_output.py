@@ -7,15 +7,15 @@ import sys
 
 import orjson
 
-# A reader that never reads, 1 MB of 5 KB lines, SIGTERM after 1 s: the write must end at a
-# syscall once the 3 s grace is over (not spin until an alarm cuts it), counting exactly the
-# whole lines that went into the pipe.
+# A reader that never reads, 1 MB of 5 KB lines, SIGTERM after 0.5 s: the write must end at a
+# syscall once the grace (1 s here, as --stop-grace 1 sets it) is over (not spin until an
+# alarm cuts it), counting exactly the whole lines that went into the pipe.
 STALLED = r"""
 import os, signal, threading, orjson
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard
 read_end, write_end = os.pipe()
-guard = StopGuard()
+guard = StopGuard(grace=1.0)
 guard.install()
 writer = EventWriter(open(write_end, "wb", buffering=0, closefd=False), Log("json"), guard)
 calls = 0
@@ -25,7 +25,7 @@ def counted(data, offset):
     calls += 1
     return write_some(data, offset)
 writer._write_some = counted
-threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
 error = None
 try:
     with guard.critical():

@@ -51,13 +51,7 @@ def check_poll(command: list[str], tmp_path: Path, extra_env: dict[str, str]) ->
 
 
 @pytest.mark.slow
-def test_zipapp_runs_with_a_clean_interpreter(tmp_path: Path) -> None:
-    pyz = tmp_path / "heroku-audit-trail.pyz"
-    subprocess.run(
-        [sys.executable, str(ROOT / "packaging" / "build_zipapp.py"), "--out", str(pyz)],
-        check=True,
-        capture_output=True,
-    )
+def test_zipapp_runs_with_a_clean_interpreter(pyz: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-I", str(pyz)]
     version = subprocess.run(
         [*command, "--version"],
@@ -69,17 +63,6 @@ def test_zipapp_runs_with_a_clean_interpreter(tmp_path: Path) -> None:
     check_poll(command, tmp_path, {})
     (unpacked,) = (tmp_path / "cache" / "heroku-audit-trail").iterdir()
     assert (unpacked / "orjson").is_dir()  # the compiled dependency came out of the zip
-
-
-@pytest.fixture(scope="module")
-def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pyz") / "heroku-audit-trail.pyz"
-    subprocess.run(
-        [sys.executable, str(ROOT / "packaging" / "build_zipapp.py"), "--out", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
 
 
 def build_id(pyz: Path) -> str:
@@ -230,9 +213,7 @@ def test_deb_installs_with_apt_runs_and_purges(tmp_path: Path, deb: Path) -> Non
         assert version.stdout.decode().strip() == f"heroku-audit-trail {__version__}"
         check_poll(installed, tmp_path, {})
         assert list(Path("/usr/lib/heroku-audit-trail").rglob("*.pyc"))  # compiled at install
-        subprocess.run(
-            ["apt-get", "remove", "-y", "-qq", "heroku-audit-trail"], env=apt, check=True
-        )
+        subprocess.run(["dpkg", "--remove", "heroku-audit-trail"], env=apt, check=True)
         # Nothing left behind by a remove: no bytecode, no directory dpkg cannot remove.
         assert not Path("/usr/lib/heroku-audit-trail").exists()
     finally:  # removed already, or not: dpkg purges what is left either way

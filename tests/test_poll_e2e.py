@@ -13,7 +13,7 @@ import pytest
 
 from heroku_audit_trail.simulator import NO_ACCESS_TOKEN, Faults, Simulator, SimulatorConfig
 
-from .conftest import Cli, utc_today, window_ids
+from .conftest import Cli, utc_today, wait_until, window_ids
 
 pytestmark = pytest.mark.e2e  # runs the real command (or a build) as a subprocess
 
@@ -185,6 +185,7 @@ def test_overlapping_runs_print_no_duplicate(cli: Cli, sim: Simulator) -> None:
             assert b"another heroku-audit-trail run holds" in err
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_point_loses_nothing(cli: Cli, sim: Simulator) -> None:
     sim.faults.latency = 0.05
     printed: list[str] = []
@@ -203,9 +204,9 @@ def test_sigkill_at_any_point_loses_nothing(cli: Cli, sim: Simulator) -> None:
 
 
 def test_sigterm_stops_quickly_and_keeps_flushed_days(cli: Cli, sim: Simulator) -> None:
-    sim.faults.latency = 2.0
+    sim.faults.latency = 1.0
     process = cli.popen("poll")
-    time.sleep(3)
+    wait_until(lambda: sim.request_log, "the account lookup")  # now the days are asked for
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)

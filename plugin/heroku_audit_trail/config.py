@@ -58,6 +58,7 @@ class Settings:
     metrics_file: Path | None = None
     retry_budget: float = 15.0  # seconds of waiting between retries, in all, per run
     concurrency: int = 8  # requests in flight at once (days and partitions read side by side)
+    stop_grace: float = 3.0  # seconds a stalled write is given after a stop or the deadline
 
 
 def default_state_dir() -> Path:

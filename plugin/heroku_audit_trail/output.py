@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # not at run time: output is imported before requests is need
 
 FLUENT_BIT_LINE_LIMIT = 4095  # fgets() into Fluent Bit's default 4096-byte Buf_Size
 _BATCH = 1000
-# After SIGTERM, a write to a reader that has stalled is given this long, then abandoned.
+# After SIGTERM or the deadline, a write to a reader that has stalled is given this long, then
+# abandoned (the default of --stop-grace).
 STOP_GRACE_SECONDS = 3.0
 # A write told to give up ends at its next syscall; if it cannot, the alarm ends it this late.
 GIVE_UP_SECONDS = 1.0
@@ -206,13 +207,14 @@ class EventWriter:
 class StopGuard:
     """SIGINT/SIGTERM and the run's deadline: stop at once while fetching, but let a day's
     write-and-commit finish; if that write stalls (a reader that stopped reading), give it
-    STOP_GRACE_SECONDS and then abandon it, leaving the day uncommitted.
+    `grace` seconds (--stop-grace) and then abandon it, leaving the day uncommitted.
 
     The deadline is a real-time alarm (SIGALRM), so it bounds the whole run, a server that
     trickles one byte at a time included, not just each socket read.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        self.grace = grace
         self.pending: AuditTrailError | None = None
         self._critical = 0
         self._grace_armed = False
@@ -239,7 +241,7 @@ class StopGuard:
         did write) gets a grace of its own before the alarm abandons it too."""
         self.on_grace_over = None
         if self._gave_up:
-            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+            signal.setitimer(signal.ITIMER_REAL, self.grace)
 
     def disarm(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0.0)
@@ -278,7 +280,7 @@ class StopGuard:
             raise self.pending
         if not self._grace_armed:
             self._grace_armed = True
-            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+            signal.setitimer(signal.ITIMER_REAL, self.grace)
 
     def check(self) -> None:
         if self.pending is not None and not self._critical:
@@ -291,7 +293,7 @@ class StopGuard:
             # Entered already told to stop (a deadline that struck while fetching, whose
             # pages are now printed): this write too must end, even if the reader stalls.
             self._grace_armed = True
-            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+            signal.setitimer(signal.ITIMER_REAL, self.grace)
         try:
             yield
         finally:

@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.days.ahead import ReadAhead
-from heroku_audit_trail.days.clock import Clocks
+from heroku_audit_trail.days.clock import Clocks, confirmed_days
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
 from heroku_audit_trail.days.fetch import DayFetcher, DayRequest, day_request
 from heroku_audit_trail.days.window import (
@@ -33,7 +33,7 @@ from heroku_audit_trail.partitions import (
     look_up_accounts,
     open_partition,
 )
-from heroku_audit_trail.runs import Attempt, Tally
+from heroku_audit_trail.runs import Attempt
 from heroku_audit_trail.schedule import after_failure, backs_off_after
 from heroku_audit_trail.state import (
     DayState,
@@ -135,10 +135,6 @@ class Poller:
                 state.closed_on = self.clocks.confirmed(trusted)
                 state.closed_through = first_closed_through(trusted, self.settings.lookback_days)
 
-    def _look_up(self, name: str, tally: Tally) -> dict[str, Any]:
-        with self.fetcher.slots:
-            return self.client.enterprise_account(name, tally)
-
     def _poll_state(self, run: PartitionRun, state: State, today: date) -> None:
         clock_start = time.monotonic()
         store, report = run.store, run.report
@@ -196,7 +192,8 @@ class Poller:
         if state.closed_through > horizon(today, lookback) and not self.clocks.known:
             # The cursor is ahead of this host's window: before moving it back, ask Heroku
             # what day it is (the account, one request), as this host's clock may be behind.
-            self._look_up(state.account.id, run.tally)
+            with self.fetcher.slots:
+                self.client.enterprise_account(state.account.id, run.tally)
         self._rewind_if_ahead(state, today)
         # Proven writable when the partition was opened; proven again now because this also
         # saves what changed since (a first run's account and window, a rewind), so a run cut
@@ -205,9 +202,9 @@ class Poller:
         account_id = state.account.id
         if account_id in self.accounts_read:
             self.log.warning(
-                f"--enterprise {partition_name(state)} is an account this run has read under "
+                f"--enterprise {state.partition.enterprise} is an account this run has read under "
                 "another name or id: skipped, so its events are not printed twice",
-                enterprise=partition_name(state),
+                enterprise=state.partition.enterprise,
             )
             return
         self.accounts_read.add(account_id)
@@ -273,7 +270,7 @@ class Poller:
         lookback = self.settings.lookback_days
         back = self.clocks.rewind(state.closed_through, state.closed_on, today, lookback)
         if back is not None:
-            self.log.warning(back.warning, enterprise=partition_name(state))
+            self.log.warning(back.warning, enterprise=state.partition.enterprise)
             state.closed_through = back.closed_through
 
     def _read_day(
@@ -323,12 +320,3 @@ class Poller:
             pass_date=lambda: self.clocks.trusted_today(today),
             before_printing=room_for,
         )
-
-
-def confirmed_days(days: list[date], closed_on: date | None) -> list[date]:
-    """The days up to `closed_on`, the date Heroku's Date last confirmed to have come."""
-    return [day for day in days if closed_on is not None and day <= closed_on]
-
-
-def partition_name(state: State) -> str:
-    return state.partition.enterprise

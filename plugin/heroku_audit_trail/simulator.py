@@ -196,7 +196,8 @@ class Simulator:
     """The fake API on a background thread: `with Simulator(config, faults) as sim: sim.url`.
 
     `events_for_day` and `all_events` are the ground truth tests compare against; `faults`
-    may be changed while it serves; `request_log` records every request without credentials.
+    may be changed while it serves; `request_log` records every request without credentials
+    once answered, `arrivals` counts them as they come.
     """
 
     def __init__(self, config: SimulatorConfig | None = None, faults: Faults | None = None) -> None:
@@ -204,6 +205,7 @@ class Simulator:
         self.faults = faults or Faults()
         self.url = ""
         self.request_log: list[dict[str, Any]] = []  # never holds credentials
+        self.arrivals = 0  # requests received, answered or not (the log has the answered)
         self.verbose = False  # log each request on stderr (the `simulate` command)
         self.started_at = datetime.now(timezone.utc)
         self.today = self.started_at.date()
@@ -328,6 +330,8 @@ class Simulator:
         parts = urlsplit(target)
         query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
         is_file = parts.path.startswith(("/archive-files/", "/archive-redirect/"))
+        with self._lock:
+            self.arrivals += 1
         if parts.path != "/account/rate-limits" and self.faults.latency > 0:
             time.sleep(self.faults.latency)
         try:

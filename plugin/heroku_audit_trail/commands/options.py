@@ -185,6 +185,14 @@ def api(parser: argparse.ArgumentParser, hidden: bool = False) -> None:
         help="stop (exit 75) after this long, keeping what was printed "
         "(env HEROKU_AUDIT_MAX_RUNTIME; default 50 for poll, none for backfill and events)",
     )
+    add(
+        "--stop-grace",
+        type=number(float, 0.1),
+        metavar="SECONDS",
+        help="after SIGTERM, SIGINT or the deadline, how long a write to a reader that stopped "
+        "reading is given before the run gives it up, its day unsaved "
+        "(env HEROKU_AUDIT_STOP_GRACE; default 3)",
+    )
 
 
 def filters(parser: argparse.ArgumentParser, hidden: bool = False, cursor: bool = True) -> None:

@@ -118,6 +118,7 @@ def build_settings(
         metrics_file=Path(metrics).expanduser() if metrics else None,
         retry_budget=pick(flag("retry_budget"), "HEROKU_AUDIT_RETRY_BUDGET", 0.0, 15.0),
         concurrency=min(pick(flag("concurrency"), "HEROKU_AUDIT_CONCURRENCY", 1, 8), 64),
+        stop_grace=pick(flag("stop_grace"), "HEROKU_AUDIT_STOP_GRACE", 0.1, 3.0),
     )
 
 
@@ -151,7 +152,9 @@ def make_client(
 
 def arm_deadline(settings: Settings, guard: StopGuard) -> Deadline:
     """--max-runtime bounds the whole run by the clock, whatever the server or the reader do:
-    the one deadline of the run, for the stop guard's alarm and for the client."""
+    the one deadline of the run, for the stop guard's alarm and for the client. A write under
+    way then has --stop-grace more."""
+    guard.grace = settings.stop_grace
     deadline = Deadline(settings.max_runtime)
     guard.arm_deadline(deadline)
     return deadline

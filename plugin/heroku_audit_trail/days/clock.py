@@ -92,3 +92,8 @@ class Clocks:
             + (" (a cursor is moved back no further than that in a run)" if bounded else "")
             + " (events printed before may be printed twice; event.id tells them apart)",
         )
+
+
+def confirmed_days(days: list[date], closed_on: date | None) -> list[date]:
+    """The days up to `closed_on`, the date Heroku's Date last confirmed to have come."""
+    return [day for day in days if closed_on is not None and day <= closed_on]
