@@ -457,50 +457,73 @@ def test_names_from_the_server_cannot_drive_the_terminal(tmp_path: Path) -> None
 
 def _as_user_possible() -> bool:
     """Root with runuser, the users nobody and daemon, and a system python3 of this minor
-    version that nobody can run this checkout with (this interpreter may live in /root)."""
+    version (the vendored orjson is built for it)."""
     import shutil
     import subprocess
     import sys
 
     runuser = shutil.which("runuser")
-    if os.geteuid() != 0 or runuser is None:
+    if os.geteuid() != 0 or runuser is None or not Path("/usr/bin/python3").exists():
         return False
     probe = subprocess.run(
-        [
-            runuser,
-            "-u",
-            "nobody",
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            # This checkout and its venv must be readable by nobody too (a clone under a
-            # 0700 directory, as mktemp -d makes, is not: the test cannot run there).
-            "import heroku_audit_trail.cli, orjson, requests, sys; print(*sys.version_info[:2])",
-        ],
-        env=_service_env({}),
+        [runuser, "-u", "nobody", "--", "/usr/bin/python3", "-c", _PRINT_VERSION],
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         check=False,
     )
     return probe.stdout.split() == [str(part).encode() for part in sys.version_info[:2]]
 
 
-def _service_env(extra: dict[str, str]) -> dict[str, str]:
-    """A service user's environment: no HOME, this checkout and its dependencies importable."""
-    import sysconfig
+_PRINT_VERSION = "import sys; print(*sys.version_info[:2])"
+_RUNTIME_PACKAGES = (
+    "heroku_audit_trail",
+    "orjson",
+    "platformdirs",
+    "requests",
+    "urllib3",
+    "idna",
+    "charset_normalizer",
+    "certifi",
+)
 
-    import heroku_audit_trail
 
-    plugin = Path(heroku_audit_trail.__file__).parent.parent
-    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join([str(plugin), *paths]), **extra}
+@pytest.fixture(scope="module")
+def service_path() -> Iterator[str]:
+    """The program and its dependencies copied where a service user can read them: this
+    checkout may be under a directory only root can enter (a clone under mktemp -d), and this
+    interpreter's packages under /root."""
+    import importlib.util
+    import shutil
+    import tempfile
+
+    tree = Path(tempfile.mkdtemp(prefix="service-", dir="/tmp"))
+    try:
+        tree.chmod(0o755)
+        for name in _RUNTIME_PACKAGES:
+            spec = importlib.util.find_spec(name)
+            assert spec is not None and spec.submodule_search_locations, name
+            source = Path(next(iter(spec.submodule_search_locations)))
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(source, tree / name, ignore=ignore)
+        for path in tree.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield str(tree)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def _service_env(path: str, extra: dict[str, str]) -> dict[str, str]:
+    """A service user's environment: no HOME, the program and its dependencies importable."""
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 
 @pytest.mark.skipif(
-    not _as_user_possible(), reason="needs root, runuser and a system python3 of this version"
+    not _as_user_possible(),
+    reason="needs root, runuser and a system python3 of this version",
 )
 @pytest.mark.parametrize("planted", ["fifo", "symlink to /dev/zero"])
 def test_another_users_file_at_the_metrics_path_neither_hangs_nor_fails_the_poll(
-    sim: Simulator, planted: str
+    sim: Simulator, service_path: str, planted: str
 ) -> None:
     """A sticky, world-writable textfile directory shared with another user (daemon), who put
     a FIFO (or a link to /dev/zero) at the metrics path. The poll, run as a service user
@@ -524,6 +547,7 @@ def test_another_users_file_at_the_metrics_path_neither_hangs_nor_fails_the_poll
         runuser = shutil.which("runuser") or "runuser"  # found with this PATH, not the child's
         subprocess.run([runuser, "-u", "daemon", "--", *plant], check=True)
         env = _service_env(
+            service_path,
             {
                 "HEROKU_API_KEY": DEMO_TOKEN,
                 "HEROKU_ENTERPRISE": sim.config.enterprise_name,
@@ -531,7 +555,7 @@ def test_another_users_file_at_the_metrics_path_neither_hangs_nor_fails_the_poll
                 "HEROKU_AUDIT_STATE_DIR": str(state),
                 "HEROKU_AUDIT_METRICS_FILE": str(metrics),
                 "HEROKU_AUDIT_LOG_FORMAT": "json",
-            }
+            },
         )
         command = ["/usr/bin/python3", "-m", "heroku_audit_trail", "poll", "--max-runtime", "20"]
         run = subprocess.run(
