@@ -239,19 +239,22 @@ def day_requests(sim: Simulator) -> int:
 
 
 def wait_for_a_full_pipe(read_end: int, timeout: float = 30.0) -> None:
-    """Until the writer at the other end of the pipe is blocked: the pipe holds at least half
-    its capacity and has not grown for 0.2 s (a fixed sleep would wait longer than needed)."""
+    """Until the writer at the other end of the pipe is blocked: the pipe holds its whole
+    capacity (a writer of big chunks fills it to the byte) for 0.1 s. A fixed sleep would wait
+    longer than needed, or not long enough on a busy machine."""
     capacity = fcntl.fcntl(read_end, 1032)  # F_GETPIPE_SZ
-    held, since = -1, time.monotonic()
+    full_since = None
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
-        now_held = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
-        if now_held != held:
-            held, since = now_held, time.monotonic()
-        elif held >= capacity // 2 and time.monotonic() - since >= 0.2:
+        held = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
+        if held < capacity:
+            full_since = None
+        elif full_since is None:
+            full_since = time.monotonic()
+        elif time.monotonic() - full_since >= 0.1:
             return
         time.sleep(0.02)
-    raise AssertionError(f"the pipe holds {held} bytes of {capacity} after {timeout} s")
+    raise AssertionError(f"the pipe was not full ({capacity} bytes) within {timeout} s")
 
 
 @pytest.fixture(scope="session")

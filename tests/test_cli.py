@@ -86,27 +86,35 @@ def test_flag_wins_over_environment(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["poll", "backfill", "events", "check"])
 def test_the_stop_grace_is_a_flag_then_the_environment_then_3_s(
-    tmp_path: Path, command: str, stderr: Stderr
+    tmp_path: Path, command: str, stderr: Stderr, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from heroku_audit_trail.commands.settings import arm_deadline
+    """Each command that prints hands its --stop-grace to the run's stop guard before anything
+    else (the run below ends at the unreachable API: what counts is the guard's grace)."""
     from heroku_audit_trail.output import StopGuard
 
+    guards: list[StopGuard] = []
+
+    class Recorded(StopGuard):
+        def __init__(self) -> None:
+            super().__init__()
+            guards.append(self)
+
+    monkeypatch.setattr(cli, "StopGuard", Recorded)
     days = ["--since", "2026-01-01"] if command in ("backfill", "events") else []
-    base = cli.parse([command, *days])
-    assert build_settings(base, env(tmp_path)).stop_grace == 3.0
-    from_env = build_settings(base, {**env(tmp_path), "HEROKU_AUDIT_STOP_GRACE": "0.5"})
-    assert from_env.stop_grace == 0.5
-    flagged = cli.parse([command, *days, "--stop-grace", "7"])
-    settings = build_settings(flagged, {**env(tmp_path), "HEROKU_AUDIT_STOP_GRACE": "0.5"})
-    assert settings.stop_grace == 7.0
-    guard = StopGuard()
-    arm_deadline(settings, guard)  # the command's one deadline also sets the guard's grace
-    guard.disarm()
-    assert guard.grace == 7.0
-    # Zero would switch the alarm off (no grace at all): refused, like a bad number.
-    assert cli.main([command, *days, "--stop-grace", "0"], env(tmp_path)) == 64
-    bad_env = {**env(tmp_path), "HEROKU_AUDIT_STOP_GRACE": "soon"}
-    assert cli.main([command, *days], bad_env) == 78
+    quick = {**env(tmp_path), "HEROKU_AUDIT_RETRY_BUDGET": "0", "HEROKU_AUDIT_MIN_INTERVAL": "0"}
+    for argv, extra, grace in [
+        ([], {}, 3.0),
+        ([], {"HEROKU_AUDIT_STOP_GRACE": "0.5"}, 0.5),
+        (["--stop-grace", "7"], {"HEROKU_AUDIT_STOP_GRACE": "0.5"}, 7.0),
+    ]:
+        cli.main([command, *days, *argv], {**quick, **extra})
+        assert guards[-1].grace == grace, (argv, extra)
+    # Zero would switch the alarm off (no grace at all); nan passes every comparison and inf
+    # no timer takes; past a minute a stop would not end "within a few seconds" (DESIGN §8).
+    for bad in ("0", "nan", "inf", "61"):
+        assert cli.main([command, *days, "--stop-grace", bad], quick) == 64, bad
+    for bad in ("soon", "nan", "-inf", "1e9"):
+        assert cli.main([command, *days], {**quick, "HEROKU_AUDIT_STOP_GRACE": bad}) == 78
     assert "HEROKU_AUDIT_STOP_GRACE" in stderr.getvalue()
 
 

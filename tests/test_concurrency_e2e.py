@@ -3,6 +3,7 @@ written together, days in order within an account, a cursor saved only after its
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -117,17 +118,27 @@ def test_one_day_failing_stops_its_account_only(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigterm_with_several_days_in_flight_loses_nothing(tmp_path: Path) -> None:
-    with accounts(latency=0.5) as sims, AccountRouter(sims) as router:
+    with accounts(latency=0.3) as sims, AccountRouter(sims) as router:
+        sims[1].faults.latency, sims[2].faults.latency = 1.0, 1.5  # later accounts slower
         cli = cli_for(sims, router, tmp_path)
         process = cli.popen(*poll_args("--concurrency", "8"))
-        # The lookups answered: requests for days of several accounts in flight.
-        wait_until(lambda: sum(len(sim.request_log) for sim in sims) >= 3, "the lookups")
+        # A first day printed (one reader: os.read, then communicate() on the same
+        # descriptor), while requests for the other days are still unanswered.
+        assert process.stdout is not None
+        received = bytearray()
+        while b"\n" not in received:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            assert chunk, "the run ended before printing a day"
+            received += chunk
+        in_flight = sum(sim.arrivals for sim in sims) - sum(len(sim.request_log) for sim in sims)
         stopped = time.monotonic()
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
         assert time.monotonic() - stopped < 5
         assert process.returncode == 143, err
-        first = [orjson.loads(line)["event"]["id"] for line in out.splitlines()]
+        assert in_flight >= 2, in_flight
+        first = [orjson.loads(line)["event"]["id"] for line in (received + out).splitlines()]
+        assert first, "nothing was printed before the stop: nothing to show as committed"
         for sim in sims:
             sim.faults.latency = 0
         rest = cli.run(*poll_args())

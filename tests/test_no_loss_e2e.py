@@ -399,14 +399,17 @@ def test_id_less_events_get_stable_distinct_ids_and_times_are_understood(
 def test_a_day_too_big_for_one_run_goes_on_where_it_stopped_and_today_is_reached(
     tmp_path: Path,
 ) -> None:
-    """12 pages of 100 at 0.1 s each against --max-runtime 1: no run can read yesterday
-    whole. Each run continues the day's pass at its Next-Range, and the run after the one
-    that finished yesterday reads today at the latest: no run is spent re-reading yesterday
-    while today is unread."""
+    """12 pages of 100 at 0.1 s each against --max-runtime 1 (and today at least 6): no run
+    can read yesterday whole. Each run continues the day's pass at its Next-Range, and the run
+    after the one that finished yesterday reads today at the latest: no run is spent
+    re-reading yesterday while today is unread."""
     today = utc_today()
     config = SimulatorConfig(seed=8, events_per_day=1200, history_days=1)
     config.page_size = config.max_page_size = 100
     with Simulator(config) as sim:
+        # Today too big for the rest of the run that finishes yesterday, whatever the hour
+        # (early in the UTC day today has few events: one run would finish both).
+        sim.add_events(today, 600)
         cli = Cli(sim, tmp_path)
         window = window_ids(sim)
         yesterday = {event["id"] for event in sim.events_for_day(today - timedelta(days=1))}

@@ -52,3 +52,40 @@ def test_a_stalled_write_gives_up_at_a_syscall_and_counts_whole_lines() -> None:
     assert result["error"] == "StoppedError"
     assert result["calls"] < 20  # no busy loop on a full, non-blocking pipe
     assert result["lines_done"] == result["whole_lines_in_pipe"] > 0
+
+
+# After a stop, every step that must still run (the day's commit, a state save, the run
+# records) is a critical section with a grace; six of them stall in turn (a disk that stopped
+# answering). Each is abandoned, and all of them together end within twice the grace and 1 s of the
+# stop, not six graces.
+STALLED_SAVES = r"""
+import os, signal, threading, time, orjson
+from heroku_audit_trail.output import StopGuard
+guard = StopGuard(grace=0.5)
+guard.install()
+threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+stopped_at = None
+try:
+    with guard.critical():
+        stopped_at = time.monotonic() + 0.2
+        time.sleep(100)
+except BaseException:
+    pass
+abandoned = 1
+for _ in range(5):
+    try:
+        with guard.critical():
+            time.sleep(100)
+    except BaseException:
+        abandoned += 1
+print(orjson.dumps({"abandoned": abandoned, "after_stop": time.monotonic() - stopped_at}).decode())
+"""
+
+
+def test_steps_that_stall_after_a_stop_all_end_within_twice_the_grace_and_a_second() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STALLED_SAVES], capture_output=True, timeout=30, check=True
+    )
+    result = orjson.loads(done.stdout)
+    assert result["abandoned"] == 6
+    assert result["after_stop"] < 2 * 0.5 + 1 + 0.3, result  # six graces would be 3 s

@@ -42,6 +42,13 @@ class Secret:
     __str__ = __repr__
 
 
+# After SIGTERM, SIGINT or the deadline, a write to a reader that stopped reading (or a save
+# to a disk that stopped) is given this long, then abandoned (--stop-grace). The cap keeps
+# DESIGN's "exits within a few seconds" a matter of seconds.
+STOP_GRACE_SECONDS = 3.0
+MAX_STOP_GRACE = 60.0
+
+
 @dataclass(frozen=True)
 class Settings:
     enterprises: tuple[str, ...]
@@ -58,7 +65,7 @@ class Settings:
     metrics_file: Path | None = None
     retry_budget: float = 15.0  # seconds of waiting between retries, in all, per run
     concurrency: int = 8  # requests in flight at once (days and partitions read side by side)
-    stop_grace: float = 3.0  # seconds a stalled write is given after a stop or the deadline
+    stop_grace: float = STOP_GRACE_SECONDS  # a stalled write's time after a stop
 
 
 def default_state_dir() -> Path:

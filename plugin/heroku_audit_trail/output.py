@@ -21,6 +21,7 @@ from itertools import islice
 from types import FrameType
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
+from heroku_audit_trail.config import STOP_GRACE_SECONDS
 from heroku_audit_trail.deadline import Deadline
 from heroku_audit_trail.errors import (
     EX_SIGINT,
@@ -37,9 +38,6 @@ if TYPE_CHECKING:  # not at run time: output is imported before requests is need
 
 FLUENT_BIT_LINE_LIMIT = 4095  # fgets() into Fluent Bit's default 4096-byte Buf_Size
 _BATCH = 1000
-# After SIGTERM or the deadline, a write to a reader that has stalled is given this long, then
-# abandoned (the default of --stop-grace).
-STOP_GRACE_SECONDS = 3.0
 # A write told to give up ends at its next syscall; if it cannot, the alarm ends it this late.
 GIVE_UP_SECONDS = 1.0
 
@@ -207,7 +205,9 @@ class EventWriter:
 class StopGuard:
     """SIGINT/SIGTERM and the run's deadline: stop at once while fetching, but let a day's
     write-and-commit finish; if that write stalls (a reader that stopped reading), give it
-    `grace` seconds (--stop-grace) and then abandon it, leaving the day uncommitted.
+    `grace` seconds (--stop-grace), then end it at a syscall and commit the whole lines it
+    wrote, with a grace of its own. Whatever else stalls after the stop (a state save, the run
+    records), the run ends at most twice the grace and GIVE_UP_SECONDS after it.
 
     The deadline is a real-time alarm (SIGALRM), so it bounds the whole run, a server that
     trickles one byte at a time included, not just each socket read.
@@ -216,6 +216,7 @@ class StopGuard:
     def __init__(self, grace: float = STOP_GRACE_SECONDS) -> None:
         self.grace = grace
         self.pending: AuditTrailError | None = None
+        self._stop_by: float | None = None  # monotonic: no grace goes past it
         self._critical = 0
         self._grace_armed = False
         self._deadline: Deadline | None = None
@@ -241,7 +242,7 @@ class StopGuard:
         did write) gets a grace of its own before the alarm abandons it too."""
         self.on_grace_over = None
         if self._gave_up:
-            signal.setitimer(signal.ITIMER_REAL, self.grace)
+            self._arm(self.grace)
 
     def disarm(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0.0)
@@ -251,6 +252,11 @@ class StopGuard:
         and its one error line are not cut short by a traceback."""
         self.disarm()
         self._settled = True
+
+    def _arm(self, seconds: float) -> None:
+        """The alarm in `seconds`, or sooner: a stop's graces all end by its _stop_by."""
+        left = seconds if self._stop_by is None else self._stop_by - time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, max(min(seconds, left), 1e-3))
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGTERM:
@@ -265,7 +271,7 @@ class StopGuard:
             if self.on_grace_over is not None and not self._gave_up:
                 self._gave_up = True
                 self.on_grace_over()  # the write ends itself; if it cannot, the next alarm
-                signal.setitimer(signal.ITIMER_REAL, GIVE_UP_SECONDS)
+                self._arm(GIVE_UP_SECONDS)
                 return
             raise self.pending  # the grace is over: abandon the stalled write
         if self.pending is None:
@@ -274,13 +280,15 @@ class StopGuard:
 
     def _stop(self) -> None:
         assert self.pending is not None
+        if self._stop_by is None:
+            self._stop_by = time.monotonic() + 2 * self.grace + GIVE_UP_SECONDS
         if self._settled:
             return
         if not self._critical:
             raise self.pending
         if not self._grace_armed:
             self._grace_armed = True
-            signal.setitimer(signal.ITIMER_REAL, self.grace)
+            self._arm(self.grace)
 
     def check(self) -> None:
         if self.pending is not None and not self._critical:
@@ -293,7 +301,7 @@ class StopGuard:
             # Entered already told to stop (a deadline that struck while fetching, whose
             # pages are now printed): this write too must end, even if the reader stalls.
             self._grace_armed = True
-            signal.setitimer(signal.ITIMER_REAL, self.grace)
+            self._arm(self.grace)
         try:
             yield
         finally:

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from heroku_audit_trail.commands import each_partition, options
-from heroku_audit_trail.commands.settings import arm_deadline, build_settings, make_client
+from heroku_audit_trail.commands.settings import arm_deadline, command_settings, make_client
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.days.ahead import days_ahead
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
@@ -406,7 +406,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
-    settings = build_settings(args, env, log, max_runtime=None)  # a person's: no deadline
+    settings = command_settings(args, env, log, guard, max_runtime=None)  # no deadline
     writer = EventWriter(stdout_binary(), log, guard)
     writer.warn_long_lines = False  # Fluent Bit's Buf_Size is poll's concern
     deadline = arm_deadline(settings, guard)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from heroku_audit_trail.commands import options
-from heroku_audit_trail.commands.settings import build_settings, make_client
+from heroku_audit_trail.commands.settings import command_settings, make_client
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.ecs import format_time
 from heroku_audit_trail.errors import EX_OK, EX_TEMPFAIL, AuditTrailError, LockHeldError
@@ -209,5 +209,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
-    settings = build_settings(args, env, log)
+    settings = command_settings(args, env, log, guard)
     return run_check(settings, lambda: make_client(settings, env, log), args.json, log)

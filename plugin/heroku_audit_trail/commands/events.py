@@ -26,7 +26,7 @@ from typing import IO, Any, BinaryIO
 import orjson
 
 from heroku_audit_trail.commands import each_partition, options
-from heroku_audit_trail.commands.settings import arm_deadline, build_settings, make_client
+from heroku_audit_trail.commands.settings import arm_deadline, command_settings, make_client
 from heroku_audit_trail.config import Settings
 from heroku_audit_trail.days.ahead import days_ahead
 from heroku_audit_trail.days.engine import DayPass, RenderOptions, pass_over_day
@@ -371,7 +371,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
-    settings = build_settings(args, env, log, max_runtime=None)  # a person's: no deadline
+    settings = command_settings(args, env, log, guard, max_runtime=None)  # no deadline
     since, until = resolve_days(args.since, args.until, datetime.now(timezone.utc).date())
     on_terminal = sys.stdout is not None and sys.stdout.isatty()
     output = args.output or ("heroku" if args.output_format == "heroku" else None)

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, NoReturn, TypeVar
 
-from heroku_audit_trail.config import DEFAULT_API_URL, default_state_dir
+from heroku_audit_trail.config import (
+    DEFAULT_API_URL,
+    MAX_STOP_GRACE,
+    STOP_GRACE_SECONDS,
+    default_state_dir,
+)
 from heroku_audit_trail.days.window import parse_day
 from heroku_audit_trail.errors import UsageError
 
@@ -79,16 +85,22 @@ def _words(parser: argparse.ArgumentParser, shown_only: bool = False) -> list[st
 Number = TypeVar("Number", int, float)
 
 
-def number(kind: Callable[[str], Number], minimum: Number) -> Callable[[str], Number]:
-    """argparse type: a number of `kind`, at least `minimum`."""
+def number(
+    kind: Callable[[str], Number], minimum: Number, maximum: Number | None = None
+) -> Callable[[str], Number]:
+    """argparse type: a finite number of `kind`, at least `minimum` (and at most `maximum`)."""
 
     def parse(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):  # nan passes every comparison; inf no timer takes
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{text} is below {minimum}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} is above {maximum:g}")
         return value
 
     return parse
@@ -187,11 +199,12 @@ def api(parser: argparse.ArgumentParser, hidden: bool = False) -> None:
     )
     add(
         "--stop-grace",
-        type=number(float, 0.1),
+        type=number(float, 0.1, MAX_STOP_GRACE),
         metavar="SECONDS",
         help="after SIGTERM, SIGINT or the deadline, how long a write to a reader that stopped "
-        "reading is given before the run gives it up, its day unsaved "
-        "(env HEROKU_AUDIT_STOP_GRACE; default 3)",
+        "reading (or a save to a disk that stopped) is given; then the whole lines already "
+        "written are saved and the run ends (env HEROKU_AUDIT_STOP_GRACE; default "
+        f"{STOP_GRACE_SECONDS:g}; at most {MAX_STOP_GRACE:g})",
     )
 
 

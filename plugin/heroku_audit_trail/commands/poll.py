@@ -12,7 +12,7 @@ from pathlib import Path
 from heroku_audit_trail.commands import each_partition, options
 from heroku_audit_trail.commands.settings import (
     arm_deadline,
-    build_settings,
+    command_settings,
     make_client,
     read_token,
 )
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str], guard: StopGuard, log: Log) -> int:
-    return run_poll(build_settings(args, env, log), env, guard, log)
+    return run_poll(command_settings(args, env, log, guard), env, guard, log)
 
 
 def poll_each(poller: Poller, due: list[str], log: Log, exit_codes: dict[str, int]) -> int:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from heroku_audit_trail.commands.options import Number, number
 from heroku_audit_trail.config import (
     DEFAULT_API_URL,
+    MAX_STOP_GRACE,
+    STOP_GRACE_SECONDS,
     Secret,
     Settings,
     default_state_dir,
@@ -34,13 +36,17 @@ DOCUMENTED: dict[str, frozenset[str]] = {
 
 
 def _env_number(
-    env: Mapping[str, str], name: str, kind: Callable[[str], Number], minimum: Number
+    env: Mapping[str, str],
+    name: str,
+    kind: Callable[[str], Number],
+    minimum: Number,
+    maximum: Number | None = None,
 ) -> Number | None:
     text = env.get(name, "").strip()
     if not text:
         return None
     try:
-        return number(kind, minimum)(text)
+        return number(kind, minimum, maximum)(text)
     except argparse.ArgumentTypeError as error:
         raise ConfigError(f"{name}: {error}") from None
 
@@ -71,8 +77,10 @@ def build_settings(
     def flag(name: str) -> Any:
         return getattr(args, name, None)  # None: not given, or not this command's
 
-    def pick(given: Number | None, name: str, low: Number, default: Number) -> Number:
-        value = given if given is not None else _env_number(env, name, type(default), low)
+    def pick(
+        given: Number | None, name: str, low: Number, default: Number, high: Number | None = None
+    ) -> Number:
+        value = given if given is not None else _env_number(env, name, type(default), low, high)
         return default if value is None else value
 
     api_url = validate_api_url(flag("api_url") or env.get("HEROKU_API_URL") or DEFAULT_API_URL)
@@ -118,8 +126,25 @@ def build_settings(
         metrics_file=Path(metrics).expanduser() if metrics else None,
         retry_budget=pick(flag("retry_budget"), "HEROKU_AUDIT_RETRY_BUDGET", 0.0, 15.0),
         concurrency=min(pick(flag("concurrency"), "HEROKU_AUDIT_CONCURRENCY", 1, 8), 64),
-        stop_grace=pick(flag("stop_grace"), "HEROKU_AUDIT_STOP_GRACE", 0.1, 3.0),
+        stop_grace=pick(
+            flag("stop_grace"), "HEROKU_AUDIT_STOP_GRACE", 0.1, STOP_GRACE_SECONDS, MAX_STOP_GRACE
+        ),
     )
+
+
+def command_settings(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    log: Log,
+    guard: StopGuard,
+    max_runtime: float | None = 50.0,
+) -> Settings:
+    """build_settings for a command that reads and prints: its stop guard takes --stop-grace
+    at once, so a stop anywhere after (a stalled write, a state save, the run records) has the
+    grace asked for."""
+    settings = build_settings(args, env, log, max_runtime)
+    guard.grace = settings.stop_grace
+    return settings
 
 
 def read_token(settings: Settings, env: Mapping[str, str], log: Log) -> Secret:
@@ -152,9 +177,7 @@ def make_client(
 
 def arm_deadline(settings: Settings, guard: StopGuard) -> Deadline:
     """--max-runtime bounds the whole run by the clock, whatever the server or the reader do:
-    the one deadline of the run, for the stop guard's alarm and for the client. A write under
-    way then has --stop-grace more."""
-    guard.grace = settings.stop_grace
+    the one deadline of the run, for the stop guard's alarm and for the client."""
     deadline = Deadline(settings.max_runtime)
     guard.arm_deadline(deadline)
     return deadline
