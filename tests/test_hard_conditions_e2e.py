@@ -226,21 +226,24 @@ COMMANDS_WITH_OUTPUT = {
 }
 
 
-@pytest.mark.parametrize("log_format", ["unset", "json"])
+@pytest.mark.parametrize("settings", ["none", "json"])
 @pytest.mark.parametrize("closed_fd", [0, 2], ids=["stdin-closed", "stderr-closed"])
 @pytest.mark.parametrize("command", COMMANDS_WITH_OUTPUT)
 def test_every_command_runs_with_a_standard_stream_closed_at_exec(
-    cli: Cli, sim: Simulator, command: str, closed_fd: int, log_format: str
+    cli: Cli, sim: Simulator, command: str, closed_fd: int, settings: str
 ) -> None:
     """`poll 2>&-` or a supervisor that closes stdin: Python then sets sys.stderr (sys.stdin)
-    to None; the command runs as usual, with or without a log format in the environment."""
+    to None; the command runs as usual, with a log format in the environment or with no
+    HEROKU_AUDIT_* setting at all (the state in its default place under HOME)."""
     import subprocess
 
-    if command == "state list":
-        assert cli.run("poll").code == 0  # a partition to list
     env = cli.env_for(None, None)
-    if log_format == "unset":
-        del env["HEROKU_AUDIT_LOG_FORMAT"]
+    state_dir = {}
+    if settings == "none":
+        env = {name: value for name, value in env.items() if not name.startswith("HEROKU_AUDIT_")}
+        state_dir = {"HEROKU_AUDIT_STATE_DIR": str(cli.home / ".local/state/heroku-audit-trail")}
+    if command == "state list":
+        assert cli.run("poll", env=state_dir).code == 0  # a partition to list
     done = subprocess.run(
         cli.command(*COMMANDS_WITH_OUTPUT[command]),
         env=env,
@@ -256,7 +259,7 @@ def test_every_command_runs_with_a_standard_stream_closed_at_exec(
     if command == "poll":
         printed = {orjson.loads(line)["event"]["id"] for line in done.stdout.splitlines()}
         assert printed == window_ids(sim)
-        assert cli.run("poll").ids == []  # the days were committed
+        assert cli.run("poll", env=state_dir).ids == []  # the days were committed
 
 
 # -- proxies and CAs ----------------------------------------------------------------------
