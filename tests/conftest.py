@@ -243,18 +243,17 @@ def wait_for_a_full_pipe(read_end: int, timeout: float = 30.0) -> None:
     capacity (a writer of big chunks fills it to the byte) for 0.1 s. A fixed sleep would wait
     longer than needed, or not long enough on a busy machine."""
     capacity = fcntl.fcntl(read_end, 1032)  # F_GETPIPE_SZ
-    full_since = None
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
+    full_since: list[float] = []
+
+    def blocked() -> bool:
         held = struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
         if held < capacity:
-            full_since = None
-        elif full_since is None:
-            full_since = time.monotonic()
-        elif time.monotonic() - full_since >= 0.1:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"the pipe was not full ({capacity} bytes) within {timeout} s")
+            full_since.clear()
+            return False
+        full_since[:] = full_since or [time.monotonic()]
+        return time.monotonic() - full_since[0] >= 0.1
+
+    wait_until(blocked, f"a full pipe ({capacity} bytes)", timeout)
 
 
 @pytest.fixture(scope="session")

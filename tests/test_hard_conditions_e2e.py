@@ -469,7 +469,15 @@ def _as_user_possible() -> bool:
     if os.geteuid() != 0 or runuser is None or not Path("/usr/bin/python3").exists():
         return False
     probe = subprocess.run(
-        [runuser, "-u", "nobody", "--", "/usr/bin/python3", "-c", _PRINT_VERSION],
+        [
+            runuser,
+            "-u",
+            "nobody",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import sys; print(*sys.version_info[:2])",
+        ],
         env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         check=False,
@@ -477,7 +485,6 @@ def _as_user_possible() -> bool:
     return probe.stdout.split() == [str(part).encode() for part in sys.version_info[:2]]
 
 
-_PRINT_VERSION = "import sys; print(*sys.version_info[:2])"
 _RUNTIME_PACKAGES = (
     "heroku_audit_trail",
     "orjson",

@@ -47,6 +47,8 @@ class Secret:
 # DESIGN's "exits within a few seconds" a matter of seconds.
 STOP_GRACE_SECONDS = 3.0
 MAX_STOP_GRACE = 60.0
+RETRY_BUDGET = 15.0  # seconds of waiting between retries, in all, per run (--retry-budget)
+CONCURRENCY = 8  # requests in flight at once: days and partitions read side by side
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ class Settings:
     max_runtime: float | None
     token_file: str | None
     metrics_file: Path | None = None
-    retry_budget: float = 15.0  # seconds of waiting between retries, in all, per run
-    concurrency: int = 8  # requests in flight at once (days and partitions read side by side)
+    retry_budget: float = RETRY_BUDGET
+    concurrency: int = CONCURRENCY
     stop_grace: float = STOP_GRACE_SECONDS  # a stalled write's time after a stop
 
 

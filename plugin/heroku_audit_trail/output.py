@@ -286,6 +286,10 @@ class StopGuard:
             return
         if not self._critical:
             raise self.pending
+        self._start_grace()
+
+    def _start_grace(self) -> None:
+        """A critical section told to stop gets its grace (once), then is abandoned."""
         if not self._grace_armed:
             self._grace_armed = True
             self._arm(self.grace)
@@ -297,11 +301,10 @@ class StopGuard:
     @contextmanager
     def critical(self) -> Iterator[None]:
         self._critical += 1
-        if self.pending is not None and not self._grace_armed:
+        if self.pending is not None:
             # Entered already told to stop (a deadline that struck while fetching, whose
             # pages are now printed): this write too must end, even if the reader stalls.
-            self._grace_armed = True
-            self._arm(self.grace)
+            self._start_grace()
         try:
             yield
         finally:

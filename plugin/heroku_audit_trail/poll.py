@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from heroku_audit_trail.config import Settings
@@ -34,7 +34,7 @@ from heroku_audit_trail.partitions import (
     open_partition,
 )
 from heroku_audit_trail.runs import Attempt
-from heroku_audit_trail.schedule import after_failure, backs_off_after
+from heroku_audit_trail.schedule import after_failure, backs_off_after, utc_now
 from heroku_audit_trail.state import (
     DayState,
     LastRun,
@@ -46,10 +46,6 @@ from heroku_audit_trail.state import (
 
 if TYPE_CHECKING:  # requests costs a fifth of a second to import: not on the skip path
     from heroku_audit_trail.heroku.api import HerokuClient, Page
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Poller:
@@ -249,10 +245,11 @@ class Poller:
                 # Until Heroku's Date is known, no day after the one it last confirmed (a
                 # clock that runs ahead would ask for days after Heroku's today), and else
                 # one day of one partition.
-                pending = confirmed_days(pending, state.closed_on)
-                if not pending and not unconfirmed:
+                confirmed = confirmed_days(pending, state.closed_on)
+                if not confirmed and not unconfirmed:
                     unconfirmed = True
-                    pending = self.pending_days(run, state, today)[:1]
+                    confirmed = pending[:1]
+                pending = confirmed
             for day in pending:
                 if self.fetcher.full:
                     return

@@ -8,7 +8,7 @@ before the lock and the API: one after a recent success (--min-interval), one af
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from heroku_audit_trail.errors import (
@@ -24,6 +24,10 @@ MIN_INTERVAL_SLACK = 5.0  # seconds of scheduler jitter forgiven by --min-interv
 BACKOFF_CAP = 900.0  # seconds: the longest wait after failed runs, Retry-After aside
 RETRY_AFTER_CAP = 3600.0  # a Retry-After longer than an hour is taken as an hour
 CLOCK_SLACK = timedelta(minutes=5)  # a failure "in the future": the clock was ahead then
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def parse_stamp(value: object) -> datetime | None:

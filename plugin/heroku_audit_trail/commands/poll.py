@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heroku_audit_trail.commands import each_partition, options
 from heroku_audit_trail.commands.settings import (
@@ -20,11 +21,13 @@ from heroku_audit_trail.config import Settings
 from heroku_audit_trail.errors import EX_SOFTWARE, AuditTrailError
 from heroku_audit_trail.logs import Log
 from heroku_audit_trail.output import EventWriter, StopGuard, stdout_binary
-from heroku_audit_trail.poll import Poller, utc_now
 from heroku_audit_trail.runs import Attempt
-from heroku_audit_trail.schedule import skip_reason
+from heroku_audit_trail.schedule import skip_reason, utc_now
 from heroku_audit_trail.state import Partition, StateStore
 from heroku_audit_trail.statedir import ensure_state_dir, read_private, write_atomic
+
+if TYPE_CHECKING:  # the poller (the day engine, the fetcher) is imported once a run is due
+    from heroku_audit_trail.poll import Poller
 
 DESCRIPTION = (
     "Print the audit-trail events that are new since the last run, one ECS JSON object "
@@ -75,6 +78,8 @@ def run_poll(settings: Settings, env: Mapping[str, str], guard: StopGuard, log: 
         writer = EventWriter(stdout, log, guard)
         writer.warn_long_lines = not stdout.isatty()  # a person reading lines needs no Buf_Size
         writer.long_lines_news = lambda: first_time_today(settings.state_dir, "long-lines", started)
+        from heroku_audit_trail.poll import Poller
+
         poller = Poller(settings, client, writer, log, guard)
         try:
             return poll_each(poller, due, log, exit_codes)

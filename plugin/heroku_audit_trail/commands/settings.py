@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from heroku_audit_trail.commands.options import Number, number
 from heroku_audit_trail.config import (
+    CONCURRENCY,
     DEFAULT_API_URL,
     MAX_STOP_GRACE,
+    RETRY_BUDGET,
     STOP_GRACE_SECONDS,
     Secret,
     Settings,
@@ -124,8 +126,8 @@ def build_settings(
         max_runtime=runtime,
         token_file=flag("token_file"),
         metrics_file=Path(metrics).expanduser() if metrics else None,
-        retry_budget=pick(flag("retry_budget"), "HEROKU_AUDIT_RETRY_BUDGET", 0.0, 15.0),
-        concurrency=min(pick(flag("concurrency"), "HEROKU_AUDIT_CONCURRENCY", 1, 8), 64),
+        retry_budget=pick(flag("retry_budget"), "HEROKU_AUDIT_RETRY_BUDGET", 0.0, RETRY_BUDGET),
+        concurrency=min(pick(flag("concurrency"), "HEROKU_AUDIT_CONCURRENCY", 1, CONCURRENCY), 64),
         stop_grace=pick(
             flag("stop_grace"), "HEROKU_AUDIT_STOP_GRACE", 0.1, STOP_GRACE_SECONDS, MAX_STOP_GRACE
         ),

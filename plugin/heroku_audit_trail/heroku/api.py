@@ -221,14 +221,6 @@ class HerokuClient:
             pages += 1
         return DayFetch(events, pages)
 
-    def rate_limits(self) -> int | None:
-        response, _ = self.transport.api_get("/account/rate-limits")
-        try:
-            remaining = orjson.loads(response.content).get("remaining")
-        except (orjson.JSONDecodeError, AttributeError):
-            return None
-        return remaining if isinstance(remaining, int) else None
-
     def archives(self, account_id: str) -> list[dict[str, Any]]:
         path = f"/enterprise-accounts/{quote(account_id, safe='')}/archives"
         response, _ = self.transport.api_get(path)

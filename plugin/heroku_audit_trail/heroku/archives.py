@@ -411,7 +411,8 @@ def read_month(
     if archive is None:
         return None
     covers = covered_days(year, month, archive.get("created_at"), today)
-    kept = [day for day in covers if day in set(wanted)]
+    wanted_days = set(wanted)
+    kept = [day for day in covers if day in wanted_days]
     spool = DaySpool()
     try:
         with tempfile.TemporaryFile() as file:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import requests
 
 from heroku_audit_trail import __version__
-from heroku_audit_trail.config import Secret, is_loopback
+from heroku_audit_trail.config import RETRY_BUDGET, Secret, is_loopback
 from heroku_audit_trail.deadline import Deadline
 from heroku_audit_trail.errors import (
     ApiUnavailableError,
@@ -47,7 +47,6 @@ USER_AGENT = f"heroku-audit-trail/{__version__} (+python-requests)"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 MAX_RETRIES = 4
-RETRY_BUDGET = 15.0  # seconds of waiting in all, per run (--retry-budget)
 # The n-th wait is up to budget / 30 * 2**n seconds (0.5, 1, 2, 4, 8 with the default): the
 # four retries fit the budget, and a smaller budget makes the same schedule shorter.
 BACKOFF_SHARE = 1 / 30
